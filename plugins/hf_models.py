@@ -1,0 +1,188 @@
+"""What the ``llm`` and ``vlm`` adapters share: loading through ``transformers``, the layer map read from
+``architectures.json``, batched generation, cloning and saving.
+
+torch and transformers are imported inside functions: listing plugins or showing help must not pay for them.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+from evosuite.api import LoadedModel
+from evosuite.errors import ModelError
+
+
+@lru_cache(maxsize=1)
+def architectures() -> dict[str, Any]:
+    return json.loads(resources.files("evosuite.plugins").joinpath("architectures.json").read_text())
+
+
+def text_layout(model_type: str) -> dict[str, str]:
+    """Names of layer i, embeddings and final norm for a text model type, from ``architectures.json``."""
+    layouts = architectures()["text_models"]
+    if model_type not in layouts:
+        raise ModelError(
+            f"unknown language-model architecture {model_type!r}",
+            f"declare its layer, embedding and norm names under 'text_models' in "
+            f"evosuite/plugins/architectures.json; known: {', '.join(sorted(layouts))}",
+        )
+    return layouts[model_type]
+
+
+def read_config(name_or_path: str, *, trust_remote_code: bool = False) -> dict[str, Any]:
+    """``config.json`` of a local directory or hub id, as a dict."""
+    local = Path(name_or_path) / "config.json"
+    if local.is_file():
+        return json.loads(local.read_text())
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code).to_dict()
+    except Exception as exc:
+        raise ModelError(f"cannot read the config of model {name_or_path!r}: {_first_line(exc)}",
+                         "give a local model directory or a hub id reachable from this machine") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def from_pretrained(auto_class, name_or_path: str, *, dtype: str, device: str, trust_remote_code: bool,
+                    allow_pickle: bool):
+    """``auto_class.from_pretrained`` with evosuite's safety defaults and one-line errors."""
+    import torch
+
+    try:
+        torch_dtype = getattr(torch, dtype)
+    except AttributeError:
+        raise ModelError(f"unknown dtype {dtype!r}", "use float32, bfloat16 or float16") from None
+    try:
+        module = auto_class.from_pretrained(
+            name_or_path,
+            dtype=torch_dtype,
+            trust_remote_code=trust_remote_code,
+            use_safetensors=None if allow_pickle else True,
+        )
+    except Exception as exc:
+        message = _first_line(exc)
+        if not allow_pickle and "safetensors" in message.lower():
+            raise ModelError(f"model {name_or_path!r} has no safetensors weights",
+                             "convert it to safetensors, or pass --allow-pickle if you trust its .bin files") from None
+        raise ModelError(f"cannot load model {name_or_path!r}: {message}",
+                         "check the path or hub id; this machine may be offline") from None
+    return module.to(device).eval()
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """The text up to the first of the stop strings."""
+    end = len(text)
+    for s in stop:
+        found = text.find(s)
+        if found != -1:
+            end = min(end, found)
+    return text[:end]
+
+
+class HFModel(LoadedModel):
+    """A ``transformers`` model whose decoder sits under ``decoder_prefixes[wrapper]``."""
+
+    wrapper = "causal-lm"
+
+    def __init__(self, module, *, name_or_path: str, tokenizer, processor=None):
+        super().__init__(module, name_or_path=name_or_path, processor=processor)
+        self.tokenizer = tokenizer
+        text_config = getattr(module.config, "text_config", None) or module.config
+        self.text_config = text_config
+        layout = text_layout(text_config.model_type)
+        arch = architectures()
+        self._prefix = arch["decoder_prefixes"][self.wrapper]
+        self._head = arch["head_prefix"]
+        self._layer_pattern = re.compile("^" + re.escape(layout["layer"]).replace(r"\{i\}", r"(\d+)"))
+        names = {n for n, _ in module.named_parameters()}
+        first_layer = self._prefix + layout["layer"].format(i=0)
+        if not any(n.startswith(first_layer) for n in names):
+            raise ModelError(f"model {name_or_path!r} has no parameters under {first_layer!r}",
+                             "its layout differs from architectures.json: declare it there")
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.text_config.num_hidden_layers)
+
+    def mergeable_parameters(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for name, param in self.module.named_parameters():
+            if name.startswith(self._prefix):
+                out[name[len(self._prefix):]] = param.data
+            elif name.startswith(self._head):
+                out[name] = param.data
+        return out
+
+    def layer_index(self, canonical_name: str) -> int | None:
+        match = self._layer_pattern.match(canonical_name)
+        return int(match.group(1)) if match else None
+
+    # -- generation ----------------------------------------------------------------------------
+    def _encode(self, prompts: Sequence[str], images: Sequence[Any] | None) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    @property
+    def _device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    def generate(self, prompts, images=None, *, max_new_tokens: int = 32, num_beams: int = 1,
+                 repetition_penalty: float = 1.0, stop: Sequence[str] = (), batch_size: int = 32,
+                 progress=None, **unused) -> list[str]:
+        import torch
+
+        tokenizer = self.tokenizer
+        outputs: list[str] = []
+        for start in range(0, len(prompts), batch_size):
+            batch = list(prompts[start:start + batch_size])
+            batch_images = list(images[start:start + batch_size]) if images is not None else None
+            inputs = {k: v.to(self._device) for k, v in self._encode(batch, batch_images).items()}
+            with torch.inference_mode():
+                generated = self.module.generate(
+                    **inputs,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    num_beams=num_beams,
+                    repetition_penalty=repetition_penalty,
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
+                )
+            new_tokens = generated[:, inputs["input_ids"].shape[1]:]
+            texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            outputs.extend(cut_at_stop(t, stop).strip() for t in texts)
+            if progress is not None:
+                progress(len(outputs), len(prompts))
+        return outputs
+
+    # -- copies and export -----------------------------------------------------------------------
+    def clone(self) -> "HFModel":
+        twin = copy.copy(self)
+        twin.module = copy.deepcopy(self.module)
+        return twin
+
+    def save(self, out_dir, *, model_card: str | None = None) -> Path:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.module.save_pretrained(out)
+        (self.processor or self.tokenizer).save_pretrained(out)
+        if model_card is not None:
+            (out / "README.md").write_text(model_card, encoding="utf-8")
+        return out
+
+
+def prepare_tokenizer(tokenizer):
+    """Left padding (generation continues every row at the same position) and a pad token."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer

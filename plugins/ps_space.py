@@ -1,0 +1,184 @@
+"""The ``ps`` merge space: parameter-space merging, the paper's first axis.
+
+A genome holds, for each layer group and each source model, the values of the merge method's searched
+per-model parameters (by default TIES with DARE: a density and a weight). Genes in [0, 1] map linearly
+onto each parameter's range. Layer groups: ``global`` (one group, the paper's best setting), ``layer``
+(one per layer), or an integer k (every k layers). Tensors outside the layers (embeddings, final norm,
+head) take the mean of the groups' values.
+
+Candidates are built in memory: task vectors are computed once, and each genome is merged straight
+into one reusable copy of the carrier model (for a VLM: its language model; vision tower and projector
+stay as they are).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from evosuite import hookimpl
+from evosuite.api import REQUIRED, LoadedModel, MergeSpace
+from evosuite.errors import ConfigError
+from evosuite.merge.in_memory import TaskVectorMerger
+from evosuite.plugin_manager import get
+
+DEFAULT_RANGES = {"density": [0.0, 1.0], "weight": [0.0, 1.0]}
+
+
+class ParameterSpace(MergeSpace):
+    name = "ps"
+    description = "parameter-space merge: per-source merge parameters per layer group, TIES+DARE by default"
+    needs_base = True
+    options = {
+        "method": "dare_ties",
+        "granularity": "global",
+        "parameters": None,  # searched per-model parameters; default: those of density/weight the method has
+        "ranges": {},  # parameter -> [low, high]; defaults in DEFAULT_RANGES, [0, 1] otherwise
+        "method_options": {},  # global parameters of the method (normalize, lambda...)
+    }
+
+    def __init__(self, sources, source_names, base, carrier, *, seed=0, **options):
+        super().__init__(sources, source_names, base, carrier, seed=seed, **options)
+        self.method = get("methods", self.settings["method"])
+        if self.method.requires_base and base is None:
+            raise ConfigError(f"merge method {self.method.name!r} needs a base model",
+                              "set base_model in the run configuration")
+        self.parameters = self._searched_parameters()
+        self.ranges = {p: list(self.settings["ranges"].get(p, DEFAULT_RANGES.get(p, [0.0, 1.0])))
+                       for p in self.parameters}
+        self.global_params = self._global_params()
+        self.num_layers = carrier.num_layers
+        self.groups = self._layer_groups()
+        self._candidate = carrier.clone()
+        self._out = self._candidate.mergeable_parameters()
+        self._merger = TaskVectorMerger(base.mergeable_parameters() if base is not None else None,
+                                        [s.mergeable_parameters() for s in self.sources], self.method,
+                                        names=list(self._out))
+        self._group_of = {name: self._group_index(self._candidate.layer_index(name)) for name in self._out}
+
+    # -- configuration -----------------------------------------------------------------------------
+    def _searched_parameters(self) -> list[str]:
+        declared = self.method.model_parameters
+        wanted = self.settings["parameters"]
+        if wanted is None:
+            wanted = [p for p in ("density", "weight") if p in declared]
+        for p in wanted:
+            if p not in declared:
+                raise ConfigError(f"merge method {self.method.name!r} has no per-model parameter {p!r}",
+                                  f"choose from {', '.join(declared) or 'none'}")
+        missing = [p for p, d in declared.items() if d is REQUIRED and p not in wanted]
+        if missing:
+            raise ConfigError(f"parameter {missing[0]!r} of {self.method.name!r} is required but not searched",
+                              "add it to the space's `parameters` option")
+        if not wanted:
+            raise ConfigError(f"merge method {self.method.name!r} has no per-model parameters to search",
+                              "choose a method such as dare_ties, ties, task_arithmetic or linear")
+        return list(wanted)
+
+    def _global_params(self) -> dict[str, Any]:
+        given = dict(self.settings["method_options"])
+        unknown = sorted(set(given) - set(self.method.global_parameters))
+        if unknown:
+            raise ConfigError(f"unknown option {unknown[0]!r} for merge method {self.method.name!r}",
+                              f"valid: {', '.join(self.method.global_parameters) or 'none'}")
+        params = {k: v for k, v in self.method.global_parameters.items() if v is not REQUIRED}
+        params.update(given)
+        missing = [k for k in self.method.global_parameters if k not in params]
+        if missing:
+            raise ConfigError(f"merge method {self.method.name!r} needs {missing[0]!r}",
+                              "give it under the space's method_options")
+        return params
+
+    def _layer_groups(self) -> list[list[int]]:
+        granularity = self.settings["granularity"]
+        layers = list(range(self.num_layers))
+        if granularity == "global":
+            return [layers]
+        if granularity == "layer":
+            return [[i] for i in layers]
+        if isinstance(granularity, int) and not isinstance(granularity, bool) and granularity >= 1:
+            return [layers[i:i + granularity] for i in range(0, self.num_layers, granularity)]
+        raise ConfigError(f"granularity {granularity!r} is not valid",
+                          "use 'global', 'layer', or a number of layers per group")
+
+    def _group_index(self, layer: int | None) -> int | None:
+        if layer is None:
+            return None
+        return next(g for g, members in enumerate(self.groups) if layer in members)
+
+    # -- genome <-> parameters ---------------------------------------------------------------------
+    @property
+    def dimension(self) -> int:
+        return len(self.groups) * len(self.sources) * len(self.parameters)
+
+    def decode(self, genome) -> list[list[dict[str, float]]]:
+        """Per group, per source: parameter name -> value."""
+        if len(genome) != self.dimension:
+            raise ConfigError(f"genome has {len(genome)} genes, the space needs {self.dimension}",
+                              "use a genome from a run of the same configuration")
+        values = iter(genome)
+        decoded = []
+        for _ in self.groups:
+            per_source = []
+            for _ in self.sources:
+                params = {}
+                for p in self.parameters:
+                    low, high = self.ranges[p]
+                    params[p] = low + min(1.0, max(0.0, float(next(values)))) * (high - low)
+                per_source.append(params)
+            decoded.append(per_source)
+        return decoded
+
+    def encode(self, per_source: list[dict[str, float]]) -> list[float]:
+        """The genome that gives every group the same per-source values."""
+        genome = []
+        for _ in self.groups:
+            for params in per_source:
+                for p in self.parameters:
+                    low, high = self.ranges[p]
+                    genome.append((params[p] - low) / (high - low) if high > low else 0.0)
+        return genome
+
+    def candidate(self, genome) -> LoadedModel:
+        decoded = self.decode(genome)
+        mean = [{p: sum(group[s][p] for group in decoded) / len(decoded) for p in self.parameters}
+                for s in range(len(self.sources))]
+
+        def params_for(name):
+            group = self._group_of[name]
+            return (mean if group is None else decoded[group]), self.global_params
+
+        self._merger.merge_into(self._out, params_for, seed=self.seed)
+        return self._candidate
+
+    def references(self):
+        def equal_weight_average():
+            sources = [s.mergeable_parameters() for s in self.sources]
+            with torch.no_grad():
+                for name, out in self._out.items():
+                    out.copy_(sum(src[name].float() for src in sources) / len(sources))
+            return self._candidate
+
+        return {"equal-weight": equal_weight_average}
+
+    def recipe(self, genome) -> dict[str, Any]:
+        decoded = self.decode(genome)
+        return {
+            "space": self.name,
+            "method": self.method.name,
+            "method_options": self.global_params,
+            "seed": self.seed,
+            "groups": [
+                {"layers": [members[0], members[-1]],
+                 "sources": {name: {p: round(v, 6) for p, v in params.items()}
+                             for name, params in zip(self.source_names, decoded[g])}}
+                for g, members in enumerate(self.groups)
+            ],
+        }
+
+
+@hookimpl
+def register_merge_spaces(register):
+    register(ParameterSpace)
+

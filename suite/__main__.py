@@ -1,0 +1,3 @@
+from evosuite.cli import main
+
+main()

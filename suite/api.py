@@ -1,0 +1,291 @@
+"""Base classes for what plugins register: the objects behind each hook in ``evosuite.hookspecs``.
+
+The core (evolver, merge engine, run store, terminal UI) talks to models, benchmarks, spaces and
+optimizers only through these classes, so it never names a model family or a task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Mapping, Sequence
+
+from evosuite.errors import ConfigError
+
+#: Marks a parameter that has no default and must be given.
+REQUIRED = object()
+
+
+def check_options(kind: str, name: str, given: Mapping[str, Any], valid: Mapping[str, Any]) -> None:
+    """Raise a one-line ``ConfigError`` naming the first option of ``given`` that ``valid`` lacks."""
+    unknown = sorted(set(given) - set(valid))
+    if unknown:
+        raise ConfigError(
+            f"unknown option {unknown[0]!r} for {kind} {name!r}",
+            f"valid options: {', '.join(sorted(valid)) or 'none'}",
+        )
+
+#: ``progress(done, total)``: called by long operations so the UI can draw a bar.
+Progress = Callable[[int, int], None]
+
+
+class LoadedModel:
+    """A model loaded by an adapter, with a generic view of its mergeable language-model weights.
+
+    ``mergeable_parameters()`` maps canonical names (``layers.3.mlp.up_proj.weight``, ``embed_tokens.weight``,
+    ``norm.weight``, ``lm_head.weight``) to the live tensors of ``module``: the same names for a plain
+    causal LM and for the language model inside a VLM, so the two can be merged. Everything else in the
+    module (a vision tower, a projector) is kept as it is.
+    """
+
+    adapter: str = ""
+    #: ``"text"`` or ``"image-text"``: what ``generate`` accepts.
+    modality: str = "text"
+
+    def __init__(self, module, *, name_or_path: str, processor=None):
+        self.module = module
+        self.name_or_path = name_or_path
+        self.processor = processor
+
+    @property
+    def num_layers(self) -> int:
+        """Number of transformer layers of the mergeable language model."""
+        raise NotImplementedError
+
+    def mergeable_parameters(self) -> dict[str, Any]:
+        """Canonical name -> live tensor of every mergeable weight (writing into them changes the model)."""
+        raise NotImplementedError
+
+    def layer_index(self, canonical_name: str) -> int | None:
+        """The layer a canonical name belongs to, or None for embeddings, final norm and head."""
+        raise NotImplementedError
+
+    def generate(self, prompts: Sequence[str], images: Sequence[Any] | None = None, **options) -> list[str]:
+        """Batched generation: one decoded completion (prompt excluded) per prompt.
+
+        ``options``: ``max_new_tokens``, ``num_beams``, ``repetition_penalty``, ``stop`` (strings that end a
+        completion), ``batch_size``, ``progress`` (a ``Progress`` callback over prompts).
+        """
+        raise NotImplementedError
+
+    def clone(self) -> "LoadedModel":
+        """A deep copy whose weights can be overwritten without touching this model."""
+        raise NotImplementedError
+
+    def save(self, out_dir: str | Path, *, model_card: str | None = None) -> Path:
+        """Write a Hugging Face model directory (safetensors, config, tokenizer or processor)."""
+        raise NotImplementedError
+
+
+class ModelAdapter:
+    """Loads one family of models and exposes them as ``LoadedModel``."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    def detect(self, config: Mapping[str, Any]) -> bool:
+        """True when this adapter loads a model whose ``config.json`` is ``config``."""
+        raise NotImplementedError
+
+    def load(
+        self,
+        name_or_path: str,
+        *,
+        dtype: str = "float32",
+        device: str = "cpu",
+        trust_remote_code: bool = False,
+        allow_pickle: bool = False,
+    ) -> LoadedModel:
+        """Load a model from a local directory or a hub id (safetensors only unless ``allow_pickle``)."""
+        raise NotImplementedError
+
+
+class MergeMethod:
+    """A tensor-level merge: the merged value of one weight from the same weight of several models.
+
+    ``global_parameters`` and ``model_parameters`` map each accepted parameter to its default
+    (``REQUIRED`` when it has none); ``model_parameters`` are given per source model.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    requires_base: ClassVar[bool] = False
+    #: True when the method draws random numbers (it is then given a seeded ``torch.Generator``).
+    random: ClassVar[bool] = False
+    global_parameters: ClassVar[Mapping[str, Any]] = {}
+    model_parameters: ClassVar[Mapping[str, Any]] = {}
+
+    def merge(
+        self,
+        tensors: Sequence[Any],
+        base: Any | None,
+        model_params: Sequence[Mapping[str, Any]],
+        global_params: Mapping[str, Any],
+        *,
+        generator=None,
+    ):
+        """Merge one weight. ``tensors`` are the non-base models' values in config order."""
+        raise NotImplementedError
+
+
+@dataclass
+class BenchmarkResult:
+    """Scores of one model on one split of a benchmark."""
+
+    benchmark: str
+    split: str
+    #: The headline score, in [0, 1] (the higher the better); the evolver maximizes it.
+    score: float
+    #: Every metric the benchmark reports, by name (the headline included), with intervals if any.
+    metrics: dict[str, float] = field(default_factory=dict)
+    #: One dict per item: id, prompt, prediction, reference, item score.
+    items: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class Benchmark:
+    """A task that prompts a model and scores its outputs.
+
+    Constructed with its options (``data_dir`` points at a local copy of the data; others are the
+    benchmark's own, see ``options``). ``search_split`` feeds the evolver's fitness; ``test_split`` is
+    held out for the final table.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    #: The metric whose value is ``BenchmarkResult.score``.
+    metric: ClassVar[str] = ""
+    #: ``"text"`` or ``"image-text"``: what a model must accept to take this benchmark.
+    modality: ClassVar[str] = "text"
+    splits: ClassVar[tuple[str, ...]] = ("test",)
+    search_split: ClassVar[str] = "test"
+    test_split: ClassVar[str] = "test"
+    #: Option name -> default, for validation and ``--help``.
+    options: ClassVar[Mapping[str, Any]] = {}
+
+    def __init__(self, **options):
+        check_options("benchmark", self.name, options, self.options)
+        self.settings = {**self.options, **options}
+
+    def items(self, split: str, *, limit: int | None = None, seed: int | None = None) -> list[dict[str, Any]]:
+        """The items of a split, each a dict with at least ``id``; a seeded subset when ``seed`` is given."""
+        raise NotImplementedError
+
+    def predict(self, model: LoadedModel, items: Sequence[Mapping[str, Any]], *, progress: Progress | None = None):
+        """The model's prediction (a string) for each item."""
+        raise NotImplementedError
+
+    def score(self, items: Sequence[Mapping[str, Any]], predictions: Sequence[str], *, split: str) -> BenchmarkResult:
+        """Score predictions against the items' references."""
+        raise NotImplementedError
+
+    def evaluate(
+        self,
+        model: LoadedModel,
+        split: str,
+        *,
+        limit: int | None = None,
+        seed: int | None = None,
+        items: Sequence[Mapping[str, Any]] | None = None,
+        progress: Progress | None = None,
+    ) -> BenchmarkResult:
+        """Predict and score one split (or the given ``items`` of it); benchmarks rarely override this."""
+        import time
+
+        start = time.perf_counter()
+        if items is None:
+            items = self.items(split, limit=limit, seed=seed)
+        predictions = self.predict(model, items, progress=progress)
+        result = self.score(items, predictions, split=split)
+        result.seconds = time.perf_counter() - start
+        return result
+
+
+class MergeSpace:
+    """Turns a genome (floats in [0, 1]) into a candidate model built from loaded sources.
+
+    ``sources`` are the models merged; ``base`` their common ancestor (None when the space needs none);
+    ``carrier`` is the source whose non-mergeable parts (for a VLM: vision tower, projector) the
+    candidate keeps. ``options`` are validated against the class's ``options`` defaults.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    options: ClassVar[Mapping[str, Any]] = {}
+    needs_base: ClassVar[bool] = False
+
+    def __init__(self, sources: Sequence[LoadedModel], source_names: Sequence[str], base: LoadedModel | None,
+                 carrier: LoadedModel, *, seed: int = 0, **options):
+        check_options("merge space", self.name, options, self.options)
+        self.sources = list(sources)
+        self.source_names = list(source_names)
+        self.base = base
+        self.carrier = carrier
+        self.seed = seed
+        self.settings = {**self.options, **options}
+
+    @property
+    def dimension(self) -> int:
+        """Length of a genome."""
+        raise NotImplementedError
+
+    def initial_genome(self) -> list[float]:
+        """Where the search starts (the paper's 0.5 everywhere unless the space knows better)."""
+        return [0.5] * self.dimension
+
+    def references(self) -> dict[str, Callable[[], LoadedModel]]:
+        """Named reference merges scored in the final table beside the evolved one (e.g. ``equal-weight``).
+
+        Each value builds its model when called; like ``candidate``, it may reuse the candidate's buffers.
+        """
+        return {}
+
+    def candidate(self, genome: Sequence[float]) -> LoadedModel:
+        """The model a genome stands for; it may reuse buffers, so it is valid until the next call."""
+        raise NotImplementedError
+
+    def recipe(self, genome: Sequence[float]) -> dict[str, Any]:
+        """A readable, YAML-serializable description of what the genome means."""
+        raise NotImplementedError
+
+
+class Optimizer:
+    """Ask/tell black-box maximizer over genomes in [0, 1]^dimension, deterministic for a seed."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    options: ClassVar[Mapping[str, Any]] = {}
+
+    def __init__(self, dimension: int, *, seed: int, x0: Sequence[float] | None = None, **options):
+        check_options("optimizer", self.name, options, self.options)
+        self.dimension = dimension
+        self.seed = seed
+        self.x0 = list(x0) if x0 is not None else [0.5] * dimension
+        self.settings = {**self.options, **options}
+
+    @property
+    def popsize(self) -> int:
+        """Genomes per ``ask``."""
+        raise NotImplementedError
+
+    def ask(self) -> list[list[float]]:
+        """The next generation of genomes, each in [0, 1]^dimension."""
+        raise NotImplementedError
+
+    def tell(self, genomes: Sequence[Sequence[float]], fitnesses: Sequence[float]) -> None:
+        """Report the fitness (higher is better) of the genomes of the last ``ask``, in order."""
+        raise NotImplementedError
+
+
+class Experiment:
+    """A ready-made run, offered by a plugin for ``evosuite run --plugin NAME``."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    def config(self, *, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """A complete run configuration (the same dict a ``--config`` YAML file gives).
+
+        May do preparatory work first (for example build the tiny zoo), reporting through ``progress``.
+        """
+        raise NotImplementedError

@@ -1,0 +1,95 @@
+"""``evosuite run`` and ``evosuite resume``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import yaml
+
+from evosuite.cli import cli
+from evosuite.config import parse_config
+from evosuite.errors import ConfigError
+from evosuite.plugin_manager import get_host
+from evosuite.run_store import RunStore, default_run_dir
+from evosuite.runtime import configure_threads
+from evosuite.tui import make_reporter
+
+
+def _experiment_config(plugin: str | None, config_path: str | None, reporter) -> dict:
+    if plugin and config_path:
+        raise ConfigError("--plugin and --config both given", "use one: a plugin's default experiment or a config")
+    if config_path:
+        try:
+            data = yaml.safe_load(Path(config_path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {config_path!r} does not exist", "check the path") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {config_path!r} is not valid YAML: {str(exc).splitlines()[0]}",
+                              "fix the YAML syntax") from None
+        return dict(data or {})
+    registry = get_host().registry("experiments")
+    if not plugin:
+        raise ConfigError("nothing to run", f"give --plugin NAME (one of: {', '.join(registry.names())}) "
+                                            "or --config FILE")
+    experiment = registry.get(plugin)
+    return dict(experiment.config(progress=reporter.message))
+
+
+@cli.command()
+@click.option("--plugin", "plugin", metavar="NAME", help="Run this plugin's default experiment (e.g. vlm, llm).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="A run configuration (YAML).")
+@click.option("--seed", type=int, help="Override the seed.")
+@click.option("--budget", type=int, help="Override the number of candidate evaluations.")
+@click.option("--run-dir", type=click.Path(file_okay=False), help="Where to write the run (default: runs/<time>).")
+@click.option("--device", help="Override the device (cpu, cuda, cuda:1...).")
+@click.option("--threads", type=int, default=None,
+              help="torch CPU threads (default: $EVOSUITE_THREADS or 1; 2 threads on 2 busy cores are slower).")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option("--plain", is_flag=True, help="Plain progress lines even on a terminal.")
+@click.option("--no-save-model", is_flag=True, help="Do not export the merged model.")
+def run(plugin, config_path, seed, budget, run_dir, device, threads, quiet, plain, no_save_model):
+    """Evolve a merge: a plugin's default experiment (--plugin) or a configuration file (--config).
+
+    Every evaluation is logged to the run directory; a killed run continues with `evosuite resume DIR`.
+    """
+    from evosuite.runner import run_experiment
+
+    configure_threads(threads)
+    reporter = make_reporter(quiet=quiet, plain=True if plain else None)
+    run_path = Path(run_dir) if run_dir else default_run_dir()
+    if RunStore(run_path).exists():
+        raise ConfigError(f"run directory {str(run_path)!r} already holds a run",
+                          f"continue it with `evosuite resume {run_path}` or choose another --run-dir")
+    with reporter:
+        reporter.stage("preparing")
+        data = _experiment_config(plugin, config_path, reporter)
+        overrides = {"seed": seed, "budget": budget, "device": device}
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        config = parse_config(data)
+        summary = run_experiment(config, run_path, reporter, save_model=not no_save_model)
+    click.echo(f"summary: {run_path / 'summary.json'}")
+    return summary
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--threads", type=int, default=None, help="torch CPU threads (default: $EVOSUITE_THREADS or 1).")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option("--plain", is_flag=True, help="Plain progress lines even on a terminal.")
+@click.option("--no-save-model", is_flag=True, help="Do not export the merged model.")
+def resume(run_dir, threads, quiet, plain, no_save_model):
+    """Continue a run that was stopped or killed, without redoing finished evaluations."""
+    from evosuite.runner import config_from_store, run_experiment
+
+    configure_threads(threads)
+    store = RunStore(run_dir)
+    if not store.exists():
+        raise ConfigError(f"{run_dir!r} is not a run directory (no config.yaml)", "give the directory of a run")
+    reporter = make_reporter(quiet=quiet, plain=True if plain else None)
+    with reporter:
+        reporter.stage("resuming")
+        summary = run_experiment(config_from_store(store), store.path, reporter, resume=True,
+                                 save_model=not no_save_model)
+    click.echo(f"summary: {store.path / 'summary.json'}")
+    return summary

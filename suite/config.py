@@ -1,0 +1,146 @@
+"""The run configuration (``evosuite run --config exp.yaml``): parsed, defaulted and checked before any work.
+
+Every mistake is reported as one ``ConfigError`` line naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from evosuite.errors import ConfigError
+
+
+@dataclass
+class SourceSpec:
+    name: str
+    model: str
+    adapter: str | None = None
+
+
+@dataclass
+class PluginSpec:
+    """A registered thing (benchmark, space, optimizer) by name, with its options."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunConfig:
+    sources: list[SourceSpec]
+    benchmark: PluginSpec
+    base_model: str | None = None
+    #: Source whose non-mergeable parts (a VLM's vision tower and projector) the result keeps.
+    carrier: str | None = None
+    space: PluginSpec = field(default_factory=lambda: PluginSpec("ps"))
+    optimizer: PluginSpec = field(default_factory=lambda: PluginSpec("cmaes"))
+    #: Candidate evaluations of the search (the final table's evaluations come on top).
+    budget: int = 60
+    #: Items of the search split scored per candidate (None: all), and of the held-out test split.
+    search_limit: int | None = None
+    test_limit: int | None = None
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+    #: Stop after this many failed candidates in a row.
+    max_consecutive_failures: int = 10
+    #: Generation settings passed to the benchmark's ``predict`` (batch size...).
+    batch_size: int = 32
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def carrier_name(self) -> str:
+        return self.carrier or self.sources[-1].name
+
+
+_SCALARS = {
+    "base_model": (str, type(None)), "carrier": (str, type(None)), "budget": int, "search_limit": (int, type(None)),
+    "test_limit": (int, type(None)), "seed": int, "device": str, "dtype": str, "trust_remote_code": bool,
+    "allow_pickle": bool, "max_consecutive_failures": int, "batch_size": int,
+}
+_TOP_KEYS = {"sources", "benchmark", "space", "optimizer", *_SCALARS}
+
+
+def _plugin_spec(key: str, value: Any, default: str | None = None) -> PluginSpec:
+    if value is None and default is not None:
+        return PluginSpec(default)
+    if isinstance(value, str):
+        return PluginSpec(value)
+    if isinstance(value, Mapping):
+        unknown = sorted(set(value) - {"name", "options"})
+        if unknown:
+            raise ConfigError(f"unknown key {key}.{unknown[0]!r}", f"{key} takes 'name' and 'options'")
+        if not isinstance(value.get("name"), str):
+            raise ConfigError(f"{key}.name is missing", f"name the {key} to use, e.g. {key}: {{name: ...}}")
+        options = value.get("options") or {}
+        if not isinstance(options, Mapping):
+            raise ConfigError(f"{key}.options must be a mapping", "write options as key: value pairs")
+        return PluginSpec(value["name"], dict(options))
+    raise ConfigError(f"{key} must be a name or a mapping with 'name' and 'options'", f"got {value!r}")
+
+
+def parse_config(data: Mapping[str, Any]) -> RunConfig:
+    """Build a ``RunConfig`` from a dict (YAML), checking keys and types."""
+    if not isinstance(data, Mapping):
+        raise ConfigError("the run configuration must be a mapping", "see the README's configuration section")
+    unknown = sorted(set(data) - _TOP_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r} in the run configuration",
+                          f"valid keys: {', '.join(sorted(_TOP_KEYS))}")
+    for key, types in _SCALARS.items():
+        if key not in data:
+            continue
+        value = data[key]
+        wrong = not isinstance(value, types) or (types is int and isinstance(value, bool))
+        if wrong:
+            expected = types.__name__ if isinstance(types, type) else " or ".join(t.__name__ for t in types)
+            raise ConfigError(f"{key} has the wrong type ({type(value).__name__})", f"expected {expected}")
+    raw_sources = data.get("sources")
+    if not isinstance(raw_sources, list) or len(raw_sources) < 2:
+        raise ConfigError("sources must list at least two models", "give each as {name: ..., model: PATH_OR_ID}")
+    sources = []
+    for i, raw in enumerate(raw_sources):
+        if isinstance(raw, str):
+            raw = {"name": Path(raw).name or raw, "model": raw}
+        if not isinstance(raw, Mapping) or "model" not in raw:
+            raise ConfigError(f"sources[{i}] has no model", "give each source as {name: ..., model: PATH_OR_ID}")
+        extra = sorted(set(raw) - {"name", "model", "adapter"})
+        if extra:
+            raise ConfigError(f"unknown key sources[{i}].{extra[0]!r}", "a source takes name, model and adapter")
+        sources.append(SourceSpec(str(raw.get("name") or raw["model"]), str(raw["model"]), raw.get("adapter")))
+    names = [s.name for s in sources]
+    if len(set(names)) != len(names):
+        raise ConfigError("two sources share a name", "give every source a distinct name")
+    if "benchmark" not in data:
+        raise ConfigError("no benchmark in the run configuration", "add benchmark: NAME (see `evosuite plugins --all`)")
+    config = RunConfig(
+        sources=sources,
+        benchmark=_plugin_spec("benchmark", data["benchmark"]),
+        space=_plugin_spec("space", data.get("space"), "ps"),
+        optimizer=_plugin_spec("optimizer", data.get("optimizer"), "cmaes"),
+        **{k: data[k] for k in _SCALARS if k in data},
+    )
+    if config.carrier is not None and config.carrier not in names:
+        raise ConfigError(f"carrier {config.carrier!r} is not one of the sources", f"choose one of {', '.join(names)}")
+    if config.budget < 1:
+        raise ConfigError("budget must be at least 1", "give the number of candidate evaluations")
+    return config
+
+
+def load_config(path: str | Path) -> RunConfig:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist", "check the path") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {str(exc).splitlines()[0]}",
+                          "fix the YAML syntax") from None
+    return parse_config(data or {})

@@ -1,0 +1,66 @@
+"""Loading models through whichever registered adapter claims them, and checking they can be merged."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from evosuite.api import LoadedModel
+from evosuite.errors import ModelError
+from evosuite.plugin_manager import get_host
+
+
+def find_adapter(name_or_path: str, *, trust_remote_code: bool = False):
+    """The registered adapter whose ``detect`` accepts the model's config."""
+    from evosuite.plugins.hf_models import read_config
+
+    config = read_config(name_or_path, trust_remote_code=trust_remote_code)
+    registry = get_host().registry("models")
+    for _, adapter in registry:
+        if adapter.detect(config):
+            return adapter
+    raise ModelError(
+        f"no model adapter accepts {name_or_path!r} (model_type {config.get('model_type')!r})",
+        f"install a plugin for it, or name one with adapter=; adapters: {', '.join(registry.names())}",
+    )
+
+
+def load_model(name_or_path: str, *, adapter: str | None = None, dtype: str = "float32", device: str = "cpu",
+               trust_remote_code: bool = False, allow_pickle: bool = False) -> LoadedModel:
+    """Load a model from a local directory or hub id with the named adapter, or the one that detects it."""
+    chosen = (get_host().registry("models").get(adapter) if adapter
+              else find_adapter(name_or_path, trust_remote_code=trust_remote_code))
+    return chosen.load(name_or_path, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
+                       allow_pickle=allow_pickle)
+
+
+def check_mergeable(models: Mapping[str, LoadedModel]) -> None:
+    """Raise a one-line ``ModelError`` naming the first tensor, shape or token on which the models differ."""
+    names = list(models)
+    if len(names) < 2:
+        return
+    first = names[0]
+    reference = models[first].mergeable_parameters()
+    ref_vocab = _vocab(models[first])
+    for other in names[1:]:
+        params = models[other].mergeable_parameters()
+        for tensor_name in sorted(set(reference) ^ set(params)):
+            owner, missing = (first, other) if tensor_name in reference else (other, first)
+            raise ModelError(f"tensor {tensor_name!r} is in {owner!r} but not in {missing!r}",
+                             "merge models of the same architecture")
+        for tensor_name, tensor in reference.items():
+            if tuple(tensor.shape) != tuple(params[tensor_name].shape):
+                raise ModelError(
+                    f"tensor {tensor_name!r} has shape {tuple(tensor.shape)} in {first!r} "
+                    f"but {tuple(params[tensor_name].shape)} in {other!r}",
+                    "merge models of the same architecture and size",
+                )
+        vocab = _vocab(models[other])
+        if ref_vocab is not None and vocab is not None and vocab != ref_vocab:
+            token = next(iter(sorted(set(ref_vocab.items()) ^ set(vocab.items()))))
+            raise ModelError(f"the tokenizers of {first!r} and {other!r} differ (token {token[0]!r})",
+                             "merge models that share one tokenizer")
+
+
+def _vocab(model: LoadedModel):
+    tokenizer = getattr(model, "tokenizer", None)
+    return tokenizer.get_vocab() if tokenizer is not None and hasattr(tokenizer, "get_vocab") else None

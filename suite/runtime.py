@@ -1,0 +1,20 @@
+"""Process-wide runtime settings: torch's CPU thread count, chosen deliberately.
+
+On small shared machines torch's default (one thread per core, OpenMP spin-waiting) can be many times
+slower than one thread when another process is busy, so evosuite uses ``$EVOSUITE_THREADS`` or 1 unless
+told otherwise. On a GPU the setting hardly matters.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def configure_threads(threads: int | None = None) -> int:
+    import torch
+
+    if threads is None:
+        threads = int(os.environ.get("EVOSUITE_THREADS", "1"))
+    threads = max(1, threads)
+    torch.set_num_threads(threads)
+    return threads
