@@ -30,7 +30,9 @@ class CMAES(Optimizer):
 
     def __init__(self, dimension, *, seed, x0=None, **options):
         super().__init__(dimension, seed=seed, x0=x0, **options)
-        import cma
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # cma warns at import when matplotlib is missing
+            import cma
 
         rng = np.random.RandomState(seed)
         popsize = self.settings["popsize"] or default_popsize(dimension)

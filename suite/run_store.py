@@ -77,9 +77,15 @@ class RunStore:
 
     # -- append-only logs ------------------------------------------------------------------------
     def _append(self, name: str, record: dict[str, Any]) -> None:
-        line = json.dumps(_jsonable(record), ensure_ascii=False)
-        with open(self.path / name, "a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
+        line = json.dumps(_jsonable(record), ensure_ascii=False) + "\n"
+        path = self.path / name
+        if path.is_file() and path.stat().st_size:
+            with open(path, "rb") as handle:
+                handle.seek(-1, os.SEEK_END)
+                if handle.read(1) != b"\n":
+                    line = "\n" + line  # end a line torn by a crash, so this record stays readable
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(line)
             handle.flush()
             os.fsync(handle.fileno())
 
