@@ -12,10 +12,13 @@ import re
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from evosuite.api import LoadedModel
 from evosuite.errors import ModelError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @lru_cache(maxsize=1)
@@ -58,6 +61,9 @@ def from_pretrained(auto_class, name_or_path: str, *, dtype: str, device: str, t
                     allow_pickle: bool):
     """``auto_class.from_pretrained`` with evosuite's safety defaults and one-line errors."""
     import torch
+    from evosuite.runtime import quiet_library_progress
+
+    quiet_library_progress()
 
     try:
         torch_dtype = getattr(torch, dtype)
@@ -165,7 +171,7 @@ class HFModel(LoadedModel):
         return outputs
 
     # -- copies and export -----------------------------------------------------------------------
-    def clone(self) -> "HFModel":
+    def clone(self) -> HFModel:
         twin = copy.copy(self)
         twin.module = copy.deepcopy(self.module)
         return twin

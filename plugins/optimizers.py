@@ -11,7 +11,6 @@ import math
 import warnings
 
 import numpy as np
-
 from evosuite import hookimpl
 from evosuite.api import Optimizer
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-
 from evosuite import hookimpl
 from evosuite.api import REQUIRED, LoadedModel, MergeSpace
 from evosuite.errors import ConfigError
@@ -33,7 +32,7 @@ class ParameterSpace(MergeSpace):
     options = {
         "method": "dare_ties",
         "granularity": "global",
-        "parameters": None,  # searched per-model parameters; default: those of density/weight the method has
+        "parameters": None,  # searched per-model parameters; default: the method's search_parameters
         "ranges": {},  # parameter -> [low, high]; defaults in DEFAULT_RANGES, [0, 1] otherwise
         "method_options": {},  # global parameters of the method (normalize, lambda...)
     }
@@ -62,7 +61,7 @@ class ParameterSpace(MergeSpace):
         declared = self.method.model_parameters
         wanted = self.settings["parameters"]
         if wanted is None:
-            wanted = [p for p in ("density", "weight") if p in declared]
+            wanted = list(self.method.search_parameters)
         for p in wanted:
             if p not in declared:
                 raise ConfigError(f"merge method {self.method.name!r} has no per-model parameter {p!r}",

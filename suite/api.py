@@ -68,7 +68,7 @@ class LoadedModel:
         """
         raise NotImplementedError
 
-    def clone(self) -> "LoadedModel":
+    def clone(self) -> LoadedModel:
         """A deep copy whose weights can be overwritten without touching this model."""
         raise NotImplementedError
 
@@ -114,6 +114,8 @@ class MergeMethod:
     random: ClassVar[bool] = False
     global_parameters: ClassVar[Mapping[str, Any]] = {}
     model_parameters: ClassVar[Mapping[str, Any]] = {}
+    #: The per-model parameters an evolutionary search tunes by default (e.g. density and weight).
+    search_parameters: ClassVar[tuple[str, ...]] = ()
 
     def merge(
         self,

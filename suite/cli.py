@@ -10,7 +10,6 @@ import json
 import sys
 
 import click
-
 from evosuite import __version__
 from evosuite.errors import EvosuiteError
 from evosuite.plugin_manager import get_host

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
-
 from evosuite.errors import ConfigError
 
 

@@ -55,7 +55,7 @@ class RunStore:
         self.path = Path(path)
 
     # -- creation and reading back ---------------------------------------------------------------
-    def create(self, config: dict[str, Any]) -> "RunStore":
+    def create(self, config: dict[str, Any]) -> RunStore:
         self.path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
         self.set_status("running")

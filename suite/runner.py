@@ -64,7 +64,6 @@ def run_experiment(config: RunConfig, run_dir: str | Path, reporter: Reporter, *
                    save_model: bool = True) -> dict[str, Any]:
     """Run (or resume) one evolution and return its summary; every result is also in ``run_dir``."""
     plan = Plan(config)
-    benchmark = plan.benchmark
     store = RunStore(run_dir)
     if not resume:
         store.create({**config.to_dict(), "evosuite_version": __version__})

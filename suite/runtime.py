@@ -18,3 +18,16 @@ def configure_threads(threads: int | None = None) -> int:
     threads = max(1, threads)
     torch.set_num_threads(threads)
     return threads
+
+
+def quiet_library_progress() -> None:
+    """Turn off transformers' and datasets' own progress bars: evosuite draws its own progress."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+    except ImportError:  # pragma: no cover
+        pass

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from evosuite import plugin_manager
 
 # One thread: on the 2-core machines tests run on, 2 threads under contention are many times slower.

@@ -43,8 +43,13 @@ def write_llm(path: Path, *, seed: int = 0, layers: int = 2, hidden: int = 32) -
 
 
 def write_vlm(path: Path, *, seed: int = 0, layers: int = 2, hidden: int = 32) -> Path:
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration, \
-        LlavaProcessor
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
 
     torch.manual_seed(seed)
     tokenizer = char_tokenizer()

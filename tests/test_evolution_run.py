@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from evosuite.config import parse_config
 from evosuite.errors import ConfigError
 from evosuite.evolver import Evolver, TooManyFailures
 from evosuite.plugin_manager import get
 from evosuite.run_store import RunStore
+
 from tests import toy_plugin
 from tests.conftest import run_cli, write_fake_distribution
 from tests.factories import write_llm

@@ -33,8 +33,8 @@ class ToyBenchmark(Benchmark):
     def score(self, items, predictions, *, split):
         per = [sum(a == b for a, b in zip(p, TARGET)) / len(TARGET) for p in predictions]
         score = sum(per) / len(per)
-        return BenchmarkResult(self.name, split, score, {"char_match": score},
-                               [{"id": i["id"], "prediction": p, "score": s} for i, p, s in zip(items, predictions, per)])
+        per_item = [{"id": i["id"], "prediction": p, "score": s} for i, p, s in zip(items, predictions, per)]
+        return BenchmarkResult(self.name, split, score, {"char_match": score}, per_item)
 
 
 @hookimpl

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 import yaml
-
 from evosuite.cli import cli
 from evosuite.config import parse_config
 from evosuite.errors import ConfigError
