@@ -61,6 +61,7 @@ def from_pretrained(auto_class, name_or_path: str, *, dtype: str, device: str, t
                     allow_pickle: bool):
     """``auto_class.from_pretrained`` with evosuite's safety defaults and one-line errors."""
     import torch
+
     from evosuite.runtime import quiet_library_progress
 
     quiet_library_progress()

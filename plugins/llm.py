@@ -43,3 +43,10 @@ class LLMAdapter(ModelAdapter):
 @hookimpl
 def register_model_adapters(register):
     register(LLMAdapter())
+
+
+@hookimpl
+def register_experiments(register):
+    from evosuite.plugins.zoo.experiments import ZooLLMExperiment
+
+    register(ZooLLMExperiment())

@@ -11,6 +11,7 @@ import math
 import warnings
 
 import numpy as np
+
 from evosuite import hookimpl
 from evosuite.api import Optimizer
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
 from evosuite import hookimpl
 from evosuite.api import REQUIRED, LoadedModel, MergeSpace
 from evosuite.errors import ConfigError

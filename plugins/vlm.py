@@ -60,3 +60,10 @@ class VLMAdapter(ModelAdapter):
 @hookimpl
 def register_model_adapters(register):
     register(VLMAdapter())
+
+
+@hookimpl
+def register_experiments(register):
+    from evosuite.plugins.zoo.experiments import ZooVLMExperiment
+
+    register(ZooVLMExperiment())

@@ -250,6 +250,10 @@ class MergeSpace:
         """A readable, YAML-serializable description of what the genome means."""
         raise NotImplementedError
 
+    def export(self, genome: Sequence[float], out_dir: str | Path, *, model_card: str | None = None) -> Path:
+        """Write the genome's model as a directory that ``evosuite.models.load_model`` loads back exactly."""
+        return self.candidate(genome).save(out_dir, model_card=model_card)
+
 
 class Optimizer:
     """Ask/tell black-box maximizer over genomes in [0, 1]^dimension, deterministic for a seed."""
@@ -285,9 +289,11 @@ class Experiment:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
 
-    def config(self, *, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    def config(self, *, progress: Callable[[str], None] | None = None, space: str | None = None) -> dict[str, Any]:
         """A complete run configuration (the same dict a ``--config`` YAML file gives).
 
-        May do preparatory work first (for example build the tiny zoo), reporting through ``progress``.
+        ``space`` asks for another merge space than the default (``evosuite run --space``), e.g. ``dfs`` or
+        ``ps+dfs``. May do preparatory work first (for example build the tiny zoo), reporting through
+        ``progress``.
         """
         raise NotImplementedError

@@ -10,6 +10,7 @@ import json
 import sys
 
 import click
+
 from evosuite import __version__
 from evosuite.errors import EvosuiteError
 from evosuite.plugin_manager import get_host
@@ -42,7 +43,8 @@ def plugins_command(show_all: bool, as_json: bool) -> None:
         table.add_column(column)
     for row in rows:
         registers = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in row["registers"].items())
-        table.add_row(row["name"], row["package"], row["version"], ", ".join(row["hooks"]), registers)
+        hooks = ", ".join(h.removeprefix("register_") for h in row["hooks"])
+        table.add_row(row["name"], row["package"], row["version"], hooks, registers)
     console = Console()
     if not rows:
         console.print("No third-party plugins installed. `evosuite plugins --all` shows the built-ins.")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
+
 from evosuite.errors import ConfigError
 
 

@@ -29,8 +29,23 @@ def load_model(name_or_path: str, *, adapter: str | None = None, dtype: str = "f
     """Load a model from a local directory or hub id with the named adapter, or the one that detects it."""
     chosen = (get_host().registry("models").get(adapter) if adapter
               else find_adapter(name_or_path, trust_remote_code=trust_remote_code))
-    return chosen.load(name_or_path, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
-                       allow_pickle=allow_pickle)
+    model = chosen.load(name_or_path, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
+                        allow_pickle=allow_pickle)
+    return _post_load(model, name_or_path)
+
+
+def _post_load(model: LoadedModel, name_or_path: str) -> LoadedModel:
+    """Let a merge space finish loading a result it saved as more than a standard model directory.
+
+    A registered merge space class may define ``post_load(model, name_or_path)``: it returns the model to
+    use instead, or None to leave it as loaded. The ``dfs`` space uses it to re-apply the per-layer
+    hidden-state scales it records in ``evosuite_dfs.json`` beside the weights.
+    """
+    for _, space in get_host().registry("spaces"):
+        hook = getattr(space, "post_load", None)
+        if hook is not None:
+            model = hook(model, str(name_or_path)) or model
+    return model
 
 
 def check_mergeable(models: Mapping[str, LoadedModel]) -> None:

@@ -15,6 +15,7 @@ from importlib import metadata
 from typing import Any
 
 import pluggy
+
 from evosuite import hookspecs
 from evosuite.errors import PluginError
 from evosuite.registry import Registry

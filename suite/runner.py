@@ -9,10 +9,12 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from evosuite import __version__
+from evosuite.api import check_options
 from evosuite.config import RunConfig, parse_config
 from evosuite.errors import ConfigError, EvosuiteError
 from evosuite.evolver import Evolver
@@ -24,24 +26,55 @@ from evosuite.tui import Reporter
 MERGED = "merged"
 
 
+@dataclass
+class Stage:
+    """One search of a run: a merge space, its options and its share of the evaluation budget."""
+
+    label: str  # "ps", or "ps+dfs" for the second stage of a pipeline: also the stage's name in the logs
+    space_cls: Any
+    options: dict[str, Any]
+    budget: int
+
+
 class Plan:
-    """The plugin classes a configuration names, resolved (and their options checked) before any work."""
+    """What a configuration names, resolved (and options checked) before any work.
+
+    ``space: {name: "ps+dfs", options: {ps: {...}, dfs: {...}, partners: [...], budgets: {...}}}`` is a
+    pipeline: each stage after the first merges the previous stage's best model (as the first source, and
+    the carrier) with the ``partners`` sources (default: every source but the carrier), as the paper's
+    PS-then-DFS did. Without budgets, the run's budget is split evenly over the stages.
+    """
 
     def __init__(self, config: RunConfig):
         host = get_host()
         self.config = config
         self.benchmark_cls = host.registry("benchmarks").get(config.benchmark.name)
-        self.space_cls = host.registry("spaces").get(config.space.name)
         self.optimizer_cls = host.registry("optimizers").get(config.optimizer.name)
         self.benchmark = self.benchmark_cls(**config.benchmark.options)
-        for spec, cls, kind in ((config.space, self.space_cls, "merge space"),
-                                (config.optimizer, self.optimizer_cls, "optimizer")):
-            unknown = sorted(set(spec.options) - set(cls.options))
+        check_options("optimizer", config.optimizer.name, config.optimizer.options, self.optimizer_cls.options)
+        names = config.space.name.split("+")
+        spaces = host.registry("spaces")
+        pipeline_options = dict(config.space.options) if len(names) > 1 else {}
+        self.partners = list(pipeline_options.pop("partners", None) or
+                             [s.name for s in config.sources if s.name != config.carrier_name()])
+        budgets = dict(pipeline_options.pop("budgets", None) or {})
+        if len(names) > 1:
+            unknown = sorted(set(pipeline_options) - set(names))
             if unknown:
-                raise ConfigError(f"unknown option {unknown[0]!r} for {kind} {spec.name!r}",
-                                  f"valid options: {', '.join(sorted(cls.options)) or 'none'}")
-        if self.space_cls.needs_base and not config.base_model:
-            raise ConfigError(f"merge space {config.space.name!r} needs a base model",
+                raise ConfigError(f"unknown key {unknown[0]!r} in the options of space {config.space.name!r}",
+                                  f"give options per stage ({', '.join(names)}), partners or budgets")
+            missing = [p for p in self.partners if p not in {s.name for s in config.sources}]
+            if missing:
+                raise ConfigError(f"partner {missing[0]!r} is not one of the sources", "name sources as partners")
+        self.stages: list[Stage] = []
+        for k, name in enumerate(names):
+            cls = spaces.get(name)
+            options = dict(pipeline_options.get(name) or {}) if len(names) > 1 else dict(config.space.options)
+            check_options("merge space", name, options, cls.options)
+            share = config.budget // len(names) + (config.budget % len(names) if k == len(names) - 1 else 0)
+            self.stages.append(Stage("+".join(names[:k + 1]), cls, options, int(budgets.get(name, share))))
+        if self.stages[0].space_cls.needs_base and not config.base_model:
+            raise ConfigError(f"merge space {names[0]!r} needs a base model",
                               "set base_model to the sources' common ancestor")
 
 
@@ -89,32 +122,39 @@ def _execute(plan: Plan, store: RunStore, reporter: Reporter, *, save_model: boo
     if benchmark.modality == "image-text" and carrier.modality != "image-text":
         raise ConfigError(f"benchmark {benchmark.name!r} needs images but the carrier {config.carrier_name()!r} "
                           "is a text model", "set carrier to the VLM source")
-    space = plan.space_cls(list(models.values()), list(models), base, carrier, seed=config.seed,
-                           **config.space.options)
     search_items = benchmark.items(benchmark.search_split, limit=config.search_limit, seed=config.seed)
 
-    def fitness(genome, progress):
-        model = space.candidate(genome)
-        predictions = benchmark.predict(model, search_items, progress=progress)
-        return benchmark.score(search_items, predictions, split=benchmark.search_split).score
-
-    optimizer = plan.optimizer_cls(space.dimension, seed=config.seed, x0=space.initial_genome(),
-                                   **config.optimizer.options)
-    reporter.stage(f"{space.name} search on {benchmark.name}/{benchmark.search_split} "
-                   f"({len(search_items)} items, {space.dimension} genes)")
-    evolver = Evolver(stage=space.name, optimizer=optimizer, evaluate=fitness, store=store, budget=config.budget,
-                      events=reporter, max_consecutive_failures=config.max_consecutive_failures)
-    best = evolver.run()
-    store.write_yaml("best_recipe.yaml", {"fitness": best.fitness, "genome": best.genome,
-                                          "recipe": space.recipe(best.genome)})
+    results: dict[str, tuple[Any, Any]] = {}  # stage label -> (space, best evaluation)
+    evaluations = 0
+    stage_sources, stage_carrier = dict(models), carrier
+    for stage in plan.stages:
+        if results:  # a later stage: the previous best (as source A and carrier) with the partners
+            previous_space, previous_best = results[list(results)[-1]]
+            # A copy: the previous space's candidate buffer is rewritten when the final table scores it.
+            stage_carrier = previous_space.candidate(previous_best.genome).clone()
+            stage_sources = {list(results)[-1]: stage_carrier, **{p: models[p] for p in plan.partners}}
+        space = stage.space_cls(list(stage_sources.values()), list(stage_sources), base, stage_carrier,
+                                seed=config.seed, **stage.options)
+        best, count = _search(stage, space, benchmark, search_items, store, reporter, plan)
+        results[stage.label] = (space, best)
+        evaluations += count
+    final_label = list(results)[-1]
+    final_space, final_best = results[final_label]
+    store.write_yaml("best_recipe.yaml", {
+        "fitness": final_best.fitness, "genome": final_best.genome, "recipe": final_space.recipe(final_best.genome),
+        "stages": {label: {"genome": b.genome, "fitness": b.fitness, "recipe": s.recipe(b.genome)}
+                   for label, (s, b) in results.items()},
+    })
 
     # The held-out table: each source as it is (in the carrier, so a text LM sees through the VLM's vision
-    # tower on an image task), the space's references, and the evolved merge.
+    # tower on an image task), the first space's references, and each stage's best merge.
     reporter.stage(f"held-out table on {benchmark.name}/{benchmark.test_split}")
     test_items = benchmark.items(benchmark.test_split, limit=config.test_limit, seed=config.seed)
     builders = {name: _source_in_carrier(carrier, model) for name, model in models.items()}
-    builders.update(space.references())
-    builders[MERGED] = lambda: space.candidate(best.genome)
+    builders.update(results[plan.stages[0].label][0].references())
+    for label, (space, best) in results.items():
+        key = MERGED if len(results) == 1 else label
+        builders[key] = (lambda s=space, b=best: s.candidate(b.genome))
     finals = store.finals()
     for name, build in builders.items():
         if name in finals:
@@ -127,30 +167,52 @@ def _execute(plan: Plan, store: RunStore, reporter: Reporter, *, save_model: boo
                   "seconds": time.perf_counter() - start}
         store.log_final(record)
         finals[name] = record
+    test_scores = {name: finals[name]["score"] for name in builders}
+    test_metrics = {name: finals[name]["metrics"] for name in builders}
+    if len(results) > 1:
+        test_scores[MERGED], test_metrics[MERGED] = test_scores[final_label], test_metrics[final_label]
 
     summary = {
         "benchmark": benchmark.name,
         "metric": benchmark.metric,
         "split": benchmark.test_split,
-        "test_scores": {name: finals[name]["score"] for name in builders},
-        "test_metrics": {name: finals[name]["metrics"] for name in builders},
-        "search_fitness": best.fitness,
-        "best_genome": best.genome,
-        "recipe": space.recipe(best.genome),
-        "evaluations": len(evolver.history),
-        "failed_evaluations": sum(1 for e in evolver.history if e.failed),
+        "test_scores": test_scores,
+        "test_metrics": test_metrics,
+        "search_fitness": final_best.fitness,
+        "best_genome": final_best.genome,
+        "recipe": final_space.recipe(final_best.genome),
+        "stages": {label: {"best_genome": b.genome, "search_fitness": b.fitness} for label, (_, b) in results.items()},
+        "evaluations": evaluations,
         "seed": config.seed,
         "sources": [s.name for s in config.sources],
     }
     if save_model:
         reporter.message("saving the merged model")
-        _save_atomically(space.candidate(best.genome), store.path / "model", summary, config)
+        _save_atomically(final_space, final_best.genome, store.path / "model", summary, config)
         summary["model_dir"] = str(store.path / "model")
     store.write_json("summary.json", summary)
-    rows = [{"name": name, "score": score, "detail": _detail(finals[name]["metrics"])}
-            for name, score in summary["test_scores"].items()]
+    rows = [{"name": name, "score": score, "detail": _detail(test_metrics[name])}
+            for name, score in test_scores.items() if not (name == MERGED and len(results) > 1)]
     reporter.final_table(f"{benchmark.name} ({benchmark.test_split}, {benchmark.metric})", rows, str(store.path))
     return summary
+
+
+def _search(stage: Stage, space, benchmark, search_items, store: RunStore, reporter: Reporter, plan: Plan):
+    config = plan.config
+
+    def fitness(genome, progress):
+        model = space.candidate(genome)
+        predictions = benchmark.predict(model, search_items, progress=progress)
+        return benchmark.score(search_items, predictions, split=benchmark.search_split).score
+
+    optimizer = plan.optimizer_cls(space.dimension, seed=config.seed, x0=space.initial_genome(),
+                                   **config.optimizer.options)
+    reporter.stage(f"{stage.label} search on {benchmark.name}/{benchmark.search_split} "
+                   f"({len(search_items)} items, {space.dimension} genes)")
+    evolver = Evolver(stage=stage.label, optimizer=optimizer, evaluate=fitness, store=store, budget=stage.budget,
+                      events=reporter, max_consecutive_failures=config.max_consecutive_failures)
+    best = evolver.run()
+    return best, len(evolver.history)
 
 
 def _detail(metrics: dict[str, Any]) -> str:
@@ -172,12 +234,13 @@ def _source_in_carrier(carrier, model):
     return build
 
 
-def _save_atomically(model, out_dir: Path, summary: dict[str, Any], config: RunConfig) -> None:
+def _save_atomically(space, genome, out_dir: Path, summary: dict[str, Any], config: RunConfig) -> None:
+    """Export the best merge beside ``out_dir``, then rename it into place."""
     from evosuite.model_card import model_card
 
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save(tmp, model_card=model_card(summary, config))
+    space.export(genome, tmp, model_card=model_card(summary, config))
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
 

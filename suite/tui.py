@@ -8,12 +8,13 @@ import sys
 import time
 from typing import Any, Sequence
 
-from evosuite.evolver import Evaluation, EvolutionEvents
 from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+
+from evosuite.evolver import Evaluation, EvolutionEvents
 
 SPARK = "▁▂▃▄▅▆▇█"
 

@@ -1,4 +1,3 @@
 """Core CLI commands, one module each; importing this package attaches them to ``evosuite.cli.cli``."""
 
-from evosuite.commands import run  # noqa: F401
-from evosuite.commands import eval  # noqa: F401,E402  (eval and score)
+from evosuite.commands import eval, merge, run  # noqa: F401  (eval also adds `score`)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 import yaml
+
 from evosuite.cli import cli
 from evosuite.config import parse_config
 from evosuite.errors import ConfigError
@@ -15,7 +16,7 @@ from evosuite.runtime import configure_threads
 from evosuite.tui import make_reporter
 
 
-def _experiment_config(plugin: str | None, config_path: str | None, reporter) -> dict:
+def _experiment_config(plugin: str | None, config_path: str | None, reporter, space: str | None) -> dict:
     if plugin and config_path:
         raise ConfigError("--plugin and --config both given", "use one: a plugin's default experiment or a config")
     if config_path:
@@ -26,18 +27,43 @@ def _experiment_config(plugin: str | None, config_path: str | None, reporter) ->
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {config_path!r} is not valid YAML: {str(exc).splitlines()[0]}",
                               "fix the YAML syntax") from None
-        return dict(data or {})
+        data = dict(data or {})
+        if space:
+            current = data.get("space")
+            current_name = current.get("name") if isinstance(current, dict) else current
+            data["space"] = current if current_name == space else {"name": space}
+        return data
     registry = get_host().registry("experiments")
     if not plugin:
         raise ConfigError("nothing to run", f"give --plugin NAME (one of: {', '.join(registry.names())}) "
                                             "or --config FILE")
     experiment = registry.get(plugin)
-    return dict(experiment.config(progress=reporter.message))
+    return dict(experiment.config(progress=reporter.message, space=space))
+
+
+def _set_dfs_scales(data: dict, scales: str) -> None:
+    space = data.get("space")
+    if isinstance(space, str):
+        space = {"name": space}
+    space = dict(space or {"name": "ps"})
+    stages = space["name"].split("+")
+    if "dfs" not in stages:
+        raise ConfigError("--dfs-scales given but the run has no dfs stage", "add --space dfs or --space ps+dfs")
+    options = dict(space.get("options") or {})
+    if len(stages) == 1:
+        options["scales"] = scales
+    else:
+        options["dfs"] = {**(options.get("dfs") or {}), "scales": scales}
+    space["options"] = options
+    data["space"] = space
 
 
 @cli.command()
 @click.option("--plugin", "plugin", metavar="NAME", help="Run this plugin's default experiment (e.g. vlm, llm).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="A run configuration (YAML).")
+@click.option("--space", help="Merge space: ps (default), dfs, or a pipeline such as ps+dfs.")
+@click.option("--dfs-scales", type=click.Choice(["matrix", "hop", "off"]),
+              help="DFS transition scales: the paper's matrix W, one per hop, or off (all 1: the ablation).")
 @click.option("--seed", type=int, help="Override the seed.")
 @click.option("--budget", type=int, help="Override the number of candidate evaluations.")
 @click.option("--run-dir", type=click.Path(file_okay=False), help="Where to write the run (default: runs/<time>).")
@@ -47,7 +73,7 @@ def _experiment_config(plugin: str | None, config_path: str | None, reporter) ->
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--plain", is_flag=True, help="Plain progress lines even on a terminal.")
 @click.option("--no-save-model", is_flag=True, help="Do not export the merged model.")
-def run(plugin, config_path, seed, budget, run_dir, device, threads, quiet, plain, no_save_model):
+def run(plugin, config_path, space, dfs_scales, seed, budget, run_dir, device, threads, quiet, plain, no_save_model):
     """Evolve a merge: a plugin's default experiment (--plugin) or a configuration file (--config).
 
     Every evaluation is logged to the run directory; a killed run continues with `evosuite resume DIR`.
@@ -62,9 +88,11 @@ def run(plugin, config_path, seed, budget, run_dir, device, threads, quiet, plai
                           f"continue it with `evosuite resume {run_path}` or choose another --run-dir")
     with reporter:
         reporter.stage("preparing")
-        data = _experiment_config(plugin, config_path, reporter)
+        data = _experiment_config(plugin, config_path, reporter, space)
         overrides = {"seed": seed, "budget": budget, "device": device}
         data.update({k: v for k, v in overrides.items() if v is not None})
+        if dfs_scales:
+            _set_dfs_scales(data, dfs_scales)
         config = parse_config(data)
         summary = run_experiment(config, run_path, reporter, save_model=not no_save_model)
     click.echo(f"summary: {run_path / 'summary.json'}")

@@ -1,0 +1,78 @@
+"""The offline default experiments (``evosuite run --plugin vlm`` / ``--plugin llm``) on the tiny zoo.
+
+``vlm``: the zoo's Japanese LM merged with its English VLM (whose vision tower and projector are kept),
+scored on Japanese questions about images: EvoVLM-JP in miniature. ``llm``: the Japanese LM merged with
+the math LM, scored on arithmetic asked in Japanese: EvoLLM-JP in miniature. The zoo is built first when
+it is not cached. ``EVOSUITE_ZOO_VARIANT=test`` uses the small test zoo (for quick checks).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable
+
+from evosuite.api import Experiment
+
+#: Options of each merge space on the zoo. PS: TIES with DARE, one density and one weight per source (the
+#: paper's best PS setting). DFS: the paper's layout (r = 3) with one scale per hop, on a small budget.
+SPACE_OPTIONS = {
+    "ps": {"method": "dare_ties", "granularity": "global", "ranges": {"density": [0.1, 1.0], "weight": [0.0, 1.5]}},
+    "dfs": {"repeats": 3, "scales": "hop"},
+}
+
+
+def space_spec(name: str) -> dict[str, Any]:
+    """``ps``, ``dfs`` or a pipeline such as ``ps+dfs``, with the zoo's options for each stage."""
+    stages = name.split("+")
+    unknown = [s for s in stages if s not in SPACE_OPTIONS]
+    if unknown:
+        from evosuite.errors import ConfigError
+
+        raise ConfigError(f"the zoo experiments have no settings for space {unknown[0]!r}",
+                          f"use {', '.join(SPACE_OPTIONS)} or a pipeline such as ps+dfs")
+    if len(stages) == 1:
+        return {"name": name, "options": dict(SPACE_OPTIONS[name])}
+    return {"name": name, "options": {s: dict(SPACE_OPTIONS[s]) for s in stages}}
+
+
+def _zoo(progress: Callable[[str], None] | None):
+    from evosuite.plugins.zoo.build import build_zoo
+
+    variant = os.environ.get("EVOSUITE_ZOO_VARIANT", "full")
+    root = build_zoo(variant, seed=0, progress=progress)
+    return root, json.loads((root / "zoo.json").read_text())
+
+
+class ZooExperiment(Experiment):
+    task = ""
+    roles: tuple[tuple[str, str], ...] = ()  # (source name, role in the zoo's world); the last is the carrier
+    budget = 48
+
+    def config(self, *, progress=None, space=None) -> dict[str, Any]:
+        root, meta = _zoo(progress)
+        world = meta["worlds"][self.task]
+        return {
+            "sources": [{"name": name, "model": str(root / world[role])} for name, role in self.roles],
+            "base_model": str(root / world["base"]),
+            "carrier": self.roles[-1][0],
+            "benchmark": {"name": self.task, "options": {"data_dir": str(root)}},
+            "space": space_spec(space or "ps"),
+            "optimizer": {"name": "cmaes", "options": {}},
+            "budget": self.budget,
+            "seed": 0,
+        }
+
+
+class ZooVLMExperiment(ZooExperiment):
+    name = "vlm"
+    description = "tiny zoo: Japanese LM + English VLM, evolved on Japanese image questions (EvoVLM-JP in miniature)"
+    task = "zoo-ja-vqa"
+    roles = (("ja-lm", "ja"), ("en-vlm", "vlm"))
+
+
+class ZooLLMExperiment(ZooExperiment):
+    name = "llm"
+    description = "tiny zoo: Japanese LM + math LM, evolved on arithmetic asked in Japanese (EvoLLM-JP in miniature)"
+    task = "zoo-ja-math"
+    roles = (("ja-lm", "ja"), ("math-lm", "math"))
