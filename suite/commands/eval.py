@@ -38,7 +38,8 @@ def _parse_options(pairs: Iterable[str]) -> list[tuple[str | None, str, Any]]:
     parsed = []
     for pair in pairs:
         if "=" not in pair:
-            raise ConfigError(f"option {pair!r} is not KEY=VALUE", "write e.g. -O num_beams=1 or -O mgsm-ja:max_new_tokens=64")
+            raise ConfigError(f"option {pair!r} is not KEY=VALUE",
+                              "write e.g. -O num_beams=1 or -O mgsm-ja:max_new_tokens=64")
         key, value = pair.split("=", 1)
         target, _, key = key.rpartition(":")
         parsed.append((target or None, key.strip(), _parse_value(value)))
@@ -224,7 +225,7 @@ def _default_output(command: str) -> Path:
 def write_outputs(records, skipped, *, command: str, output: str | None, table_path: str | None, console) -> Path:
     path = Path(output) if output else _default_output(command)
     payload = {"evosuite_version": __version__, "command": command,
-               "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+               "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                "results": list(records), "skipped": list(skipped)}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(_jsonable(payload), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
@@ -261,7 +262,8 @@ _common = [
                  help="Local copy of a benchmark's data (a save_to_disk directory or its hub parquet files)."),
     click.option("-O", "--option", "option_pairs", multiple=True, metavar="[NAME:]KEY=VALUE",
                  help="Benchmark option (value parsed as YAML), e.g. -O num_beams=1; repeatable."),
-    click.option("--output", type=click.Path(dir_okay=False), help="JSON file of results (default: ./evosuite-*.json)."),
+    click.option("--output", type=click.Path(dir_okay=False),
+                 help="JSON file of results (default: ./evosuite-<command>-<time>.json)."),
     click.option("--table", "table_path", type=click.Path(dir_okay=False),
                  help="Also write the models x benchmarks table as Markdown (.md) or CSV (.csv)."),
     click.option("--quiet", is_flag=True, help="Print only the table."),
@@ -277,7 +279,13 @@ def _with_common(func):
 def _console(quiet: bool):
     from rich.console import Console
 
-    return Console(quiet=False), Console(stderr=True, quiet=quiet)
+    from evosuite.runtime import quiet_library_progress
+
+    quiet_library_progress()
+    out = Console()
+    if not out.is_terminal:  # files and pipes: wide enough that the table is not cut
+        out = Console(width=160)
+    return out, Console(stderr=True, quiet=quiet, markup=False, highlight=False)
 
 
 @cli.command(name="eval", cls=_ListsBenchmarks)
@@ -305,7 +313,7 @@ def eval_command(models, benchmark_names, limit, subset_seed, config_path, adapt
     from evosuite.models import load_model
     from evosuite.runtime import configure_threads
 
-    configure_threads(threads)
+    out, err = _console(quiet)
     config = _read_config(config_path)
     model_list = list(dict.fromkeys([*(config.get("models") or []), *models]))
     if not model_list:
@@ -315,7 +323,6 @@ def eval_command(models, benchmark_names, limit, subset_seed, config_path, adapt
     limit = limit if limit is not None else config.get("limit")
     subset_seed = subset_seed if subset_seed is not None else config.get("seed")
     split = split or config.get("split")
-    out, err = _console(quiet)
 
     # Data first: a missing dataset fails before any model is loaded.
     items = {}
@@ -325,6 +332,7 @@ def eval_command(models, benchmark_names, limit, subset_seed, config_path, adapt
         if not items[name]:
             raise DataError(f"benchmark {name!r} has no items to score", "check --limit and the data")
 
+    configure_threads(threads)
     records, skipped = [], []
     for model_name in model_list:
         err.print(f"loading model {model_name}")
@@ -341,7 +349,8 @@ def eval_command(models, benchmark_names, limit, subset_seed, config_path, adapt
         del model
         gc.collect()
     if not records:
-        raise ConfigError("no model could take any of the benchmarks", "give a vision-language model for image benchmarks")
+        raise ConfigError("no model could take any of the benchmarks",
+                          "give a vision-language model for image benchmarks")
     print_tables(records, out, "evosuite eval")
     write_outputs(records, skipped, command="eval", output=output, table_path=table_path, console=out)
 
@@ -397,6 +406,7 @@ def read_predictions(path: str) -> list[tuple[int, str]]:
 @_with_common
 def score_command(benchmark_name, predictions_path, label, split, data_dirs, option_pairs, output, table_path, quiet):
     """Score predictions made elsewhere with a benchmark's metric: same table and JSON as `eval`."""
+    out, _ = _console(quiet)
     bench = _make_benchmarks([(benchmark_name, {})], data_dirs, option_pairs, None)[benchmark_name]
     split = split or bench.test_split
     pairs = read_predictions(predictions_path)
@@ -409,7 +419,6 @@ def score_command(benchmark_name, predictions_path, label, split, data_dirs, opt
         if missing:
             raise DataError(f"item id {missing[0]} is not in {benchmark_name}/{split}", "ids are 0-based row indices")
         items = [by_id[i] for i in ids]
-    out, _ = _console(quiet)
     start = time.perf_counter()
     result = bench.score(items, [prediction for _, prediction in pairs], split=split)
     result.seconds = time.perf_counter() - start
