@@ -52,6 +52,12 @@ class RunConfig:
     max_consecutive_failures: int = 10
     #: Generation settings passed to the benchmark's ``predict`` (batch size...).
     batch_size: int = 32
+    #: Cheaper fitness (``evosuite.fitness``): {subset, grow, racing, chunk}; None scores every item.
+    fitness: dict[str, Any] | None = None
+    #: Candidates evaluated at once on Ray workers (``evosuite.parallel``); 1 evaluates in-process.
+    workers: int = 1
+    #: An existing Ray cluster (``ray://host:10001`` or ``auto``); None starts a local Ray when workers > 1.
+    ray_address: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,6 +70,7 @@ _SCALARS = {
     "base_model": (str, type(None)), "carrier": (str, type(None)), "budget": int, "search_limit": (int, type(None)),
     "test_limit": (int, type(None)), "seed": int, "device": str, "dtype": str, "trust_remote_code": bool,
     "allow_pickle": bool, "max_consecutive_failures": int, "batch_size": int,
+    "fitness": (dict, type(None)), "workers": int, "ray_address": (str, type(None)),
 }
 _TOP_KEYS = {"sources", "benchmark", "space", "optimizer", *_SCALARS}
 
@@ -90,6 +97,8 @@ def parse_config(data: Mapping[str, Any]) -> RunConfig:
     """Build a ``RunConfig`` from a dict (YAML), checking keys and types."""
     if not isinstance(data, Mapping):
         raise ConfigError("the run configuration must be a mapping", "see the README's configuration section")
+    # A run directory's config.yaml records the version that wrote it: informational, so a copy runs as is.
+    data = {k: v for k, v in data.items() if k != "evosuite_version"}
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]!r} in the run configuration",
@@ -131,6 +140,11 @@ def parse_config(data: Mapping[str, Any]) -> RunConfig:
         raise ConfigError(f"carrier {config.carrier!r} is not one of the sources", f"choose one of {', '.join(names)}")
     if config.budget < 1:
         raise ConfigError("budget must be at least 1", "give the number of candidate evaluations")
+    if config.workers < 1:
+        raise ConfigError("workers must be at least 1", "give the number of evaluation workers (1: in-process)")
+    from evosuite.fitness import parse_fitness
+
+    parse_fitness(config.fitness)
     return config
 
 

@@ -18,6 +18,7 @@ from evosuite.api import check_options
 from evosuite.config import RunConfig, parse_config
 from evosuite.errors import ConfigError, EvosuiteError
 from evosuite.evolver import Evolver
+from evosuite.fitness import parse_fitness
 from evosuite.models import check_mergeable, load_model
 from evosuite.plugin_manager import get_host
 from evosuite.run_store import RunStore
@@ -51,6 +52,7 @@ class Plan:
         self.benchmark_cls = host.registry("benchmarks").get(config.benchmark.name)
         self.optimizer_cls = host.registry("optimizers").get(config.optimizer.name)
         self.benchmark = self.benchmark_cls(**config.benchmark.options)
+        self.fitness = parse_fitness(config.fitness)  # cheaper fitness settings (evosuite.fitness)
         check_options("optimizer", config.optimizer.name, config.optimizer.options, self.optimizer_cls.options)
         names = config.space.name.split("+")
         spaces = host.registry("spaces")
@@ -126,18 +128,24 @@ def _execute(plan: Plan, store: RunStore, reporter: Reporter, *, save_model: boo
 
     results: dict[str, tuple[Any, Any]] = {}  # stage label -> (space, best evaluation)
     evaluations = 0
-    stage_sources, stage_carrier = dict(models), carrier
-    for stage in plan.stages:
-        if results:  # a later stage: the previous best (as source A and carrier) with the partners
-            previous_space, previous_best = results[list(results)[-1]]
-            # A copy: the previous space's candidate buffer is rewritten when the final table scores it.
-            stage_carrier = previous_space.candidate(previous_best.genome).clone()
-            stage_sources = {list(results)[-1]: stage_carrier, **{p: models[p] for p in plan.partners}}
-        space = stage.space_cls(list(stage_sources.values()), list(stage_sources), base, stage_carrier,
-                                seed=config.seed, **stage.options)
-        best, count = _search(stage, space, benchmark, search_items, store, reporter, plan)
-        results[stage.label] = (space, best)
-        evaluations += count
+    pool = _make_pool(config, reporter)  # --- parallel evaluation (evosuite.parallel): None in-process
+    parallel_stats: dict[str, Any] = {}
+    try:
+        for k, stage in enumerate(plan.stages):
+            previous = None
+            if results:  # a later stage: the previous best (as source A and carrier) with the partners
+                previous_space, previous_best = results[list(results)[-1]]
+                previous = (previous_space, previous_best.genome)
+            space = stage_space(plan, k, models, base, carrier, previous)
+            if pool is not None:
+                pool.set_stage(k, [b.genome for _, b in results.values()])
+            best, count, stats = _search(stage, space, benchmark, search_items, store, reporter, plan, pool)
+            results[stage.label] = (space, best)
+            evaluations += count
+            parallel_stats[stage.label] = stats
+    finally:
+        if pool is not None:
+            pool.close()
     final_label = list(results)[-1]
     final_space, final_best = results[final_label]
     store.write_yaml("best_recipe.yaml", {
@@ -181,10 +189,13 @@ def _execute(plan: Plan, store: RunStore, reporter: Reporter, *, save_model: boo
         "search_fitness": final_best.fitness,
         "best_genome": final_best.genome,
         "recipe": final_space.recipe(final_best.genome),
-        "stages": {label: {"best_genome": b.genome, "search_fitness": b.fitness} for label, (_, b) in results.items()},
+        "stages": {label: {"best_genome": b.genome, "search_fitness": b.fitness, "recipe": s.recipe(b.genome)}
+                   for label, (s, b) in results.items()},
         "evaluations": evaluations,
         "seed": config.seed,
         "sources": [s.name for s in config.sources],
+        "workers": config.workers,
+        "evaluation": parallel_stats,  # per stage: worker utilization, items scored (cheaper fitness)
     }
     if save_model:
         reporter.message("saving the merged model")
@@ -197,22 +208,83 @@ def _execute(plan: Plan, store: RunStore, reporter: Reporter, *, save_model: boo
     return summary
 
 
-def _search(stage: Stage, space, benchmark, search_items, store: RunStore, reporter: Reporter, plan: Plan):
+def _search(stage: Stage, space, benchmark, search_items, store: RunStore, reporter: Reporter, plan: Plan,
+            pool=None):
+    from evosuite.fitness import ItemScorer, Schedule
+
     config = plan.config
-
-    def fitness(genome, progress):
-        model = space.candidate(genome)
-        predictions = benchmark.predict(model, search_items, progress=progress)
-        return benchmark.score(search_items, predictions, split=benchmark.search_split).score
-
+    fitness = ItemScorer(space.candidate, benchmark, search_items, plan.fitness, config.seed)
+    schedule = Schedule(plan.fitness, len(search_items)) if plan.fitness.active else None
     optimizer = plan.optimizer_cls(space.dimension, seed=config.seed, x0=space.initial_genome(),
                                    **config.optimizer.options)
     reporter.stage(f"{stage.label} search on {benchmark.name}/{benchmark.search_split} "
                    f"({len(search_items)} items, {space.dimension} genes)")
     evolver = Evolver(stage=stage.label, optimizer=optimizer, evaluate=fitness, store=store, budget=stage.budget,
-                      events=reporter, max_consecutive_failures=config.max_consecutive_failures)
+                      events=reporter, max_consecutive_failures=config.max_consecutive_failures, pool=pool,
+                      schedule=schedule)
     best = evolver.run()
-    return best, len(evolver.history)
+    stats: dict[str, Any] = {"workers": pool.workers if pool is not None else 1}
+    if pool is not None:
+        stats.update(pool.utilization().to_dict())
+        reporter.message(f"{stage.label}: {stats['workers']} workers, utilization "
+                         f"{(stats['utilization'] or 0) * 100:.1f}% over {stats['wall_seconds']:.1f} s")
+    if schedule is not None:
+        stats.update(schedule.stats())
+        reporter.message(f"{stage.label}: scored {stats['items_scored']} of {stats['items_full_evaluation']} "
+                         f"items a full evaluation would ({(stats['fraction'] or 0) * 100:.1f}%)")
+    return best, len(evolver.history), stats
+
+
+# --- shared by the in-process run and the workers of evosuite.ray_pool ----------------------------------
+def stage_space(plan: Plan, k: int, models: dict[str, Any], base, carrier, previous=None):
+    """The merge space of stage ``k``; ``previous`` is ``(space, best genome)`` of stage ``k - 1``."""
+    stage, config = plan.stages[k], plan.config
+    stage_sources, stage_carrier = dict(models), carrier
+    if previous is not None:  # the previous best (as source A and carrier) with the partners
+        previous_space, previous_genome = previous
+        # A copy: the previous space's candidate buffer is rewritten when the final table scores it.
+        stage_carrier = previous_space.candidate(previous_genome).clone()
+        stage_sources = {plan.stages[k - 1].label: stage_carrier, **{p: models[p] for p in plan.partners}}
+    return stage.space_cls(list(stage_sources.values()), list(stage_sources), base, stage_carrier,
+                           seed=config.seed, **stage.options)
+
+
+class _Quiet:
+    def message(self, text: str) -> None: ...
+
+
+def search_setup(config_data: dict[str, Any], k: int, previous_genomes, loaded=None):
+    """What a worker needs to score stage ``k``'s genomes: ``(plan, space, search_items, loaded)``.
+
+    ``previous_genomes`` are the best genomes of the stages before ``k``; ``loaded`` (``(models, base)``
+    from an earlier call) avoids loading the sources again.
+    """
+    plan = Plan(parse_config(config_data))
+    config = plan.config
+    models, base = loaded if loaded is not None else _load_models(config, _Quiet())
+    carrier = models[config.carrier_name()]
+    previous = None
+    for j in range(k + 1):
+        space = stage_space(plan, j, models, base, carrier, previous)
+        if j < k:
+            previous = (space, previous_genomes[j])
+    benchmark = plan.benchmark
+    items = benchmark.items(benchmark.search_split, limit=config.search_limit, seed=config.seed)
+    return plan, space, items, (models, base)
+
+
+def _make_pool(config: RunConfig, reporter: Reporter):
+    if config.workers <= 1 and not config.ray_address:
+        return None
+    from evosuite.parallel import InProcessEvaluator, make_evaluator
+
+    pool = make_evaluator(workers=config.workers, config=config.to_dict(), stage=0, previous=[],
+                          evaluate=None, address=config.ray_address, message=reporter.message)
+    if isinstance(pool, InProcessEvaluator):
+        return None
+    reporter.message(f"evaluating on {pool.workers} Ray workers ({pool.describe()})")
+    return pool
+# --- end of the shared part ------------------------------------------------------------------------------
 
 
 def _detail(metrics: dict[str, Any]) -> str:
@@ -246,6 +318,4 @@ def _save_atomically(space, genome, out_dir: Path, summary: dict[str, Any], conf
 
 
 def config_from_store(store: RunStore) -> RunConfig:
-    data = store.config()
-    data.pop("evosuite_version", None)
-    return parse_config(data)
+    return parse_config(store.config())

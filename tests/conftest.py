@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from evosuite import plugin_manager
 
 # One thread: on the 2-core machines tests run on, 2 threads under contention are many times slower.
@@ -70,3 +71,26 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
     full_env.pop("EVOSUITE_STRICT_PLUGINS", None) if "EVOSUITE_STRICT_PLUGINS" not in (env or {}) else None
     return subprocess.run([sys.executable, "-m", "evosuite", *args], capture_output=True, text=True,
                           env=full_env, cwd=cwd, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def zoo_env(tmp_path_factory):
+    """A private cache holding the small test variant of the zoo, built once per session.
+
+    Returns the environment that points ``evosuite`` subprocesses at it (``EVOSUITE_CACHE``) and makes the
+    default experiments use it (``EVOSUITE_ZOO_VARIANT=test``); ``zoo_env["root"]`` is the zoo directory.
+    """
+    from evosuite.plugins.zoo.build import build_zoo, zoo_path
+
+    cache = tmp_path_factory.mktemp("evosuite-cache")
+    saved = os.environ.get("EVOSUITE_CACHE")
+    os.environ["EVOSUITE_CACHE"] = str(cache)
+    try:
+        root = build_zoo("test", seed=0)
+        assert root == zoo_path("test", 0)
+    finally:
+        if saved is None:
+            os.environ.pop("EVOSUITE_CACHE")
+        else:
+            os.environ["EVOSUITE_CACHE"] = saved
+    return {"EVOSUITE_CACHE": str(cache), "EVOSUITE_ZOO_VARIANT": "test", "root": str(root)}

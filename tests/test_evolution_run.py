@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from evosuite.config import parse_config
 from evosuite.errors import ConfigError
 from evosuite.evolver import Evolver, TooManyFailures
 from evosuite.plugin_manager import get
 from evosuite.run_store import RunStore
-
 from tests import toy_plugin
 from tests.conftest import run_cli, write_fake_distribution
 from tests.factories import write_llm
@@ -61,9 +61,14 @@ def test_run_writes_a_complete_run_store(tiny_models, toy_site, tmp_path):
     assert "eval 10/10" in result.stdout  # plain progress lines when stdout is not a terminal
 
 
-def test_kill_9_then_resume_gives_the_uninterrupted_result(tiny_models, toy_site, tmp_path):
+PIPELINE = {"name": "ps+dfs", "options": {"dfs": {"scales": "hop", "repeats": 2}}}
+
+
+@pytest.mark.parametrize("space", ["ps", "ps+dfs"])
+def test_kill_9_then_resume_gives_the_uninterrupted_result(tiny_models, toy_site, tmp_path, space):
+    # with ps+dfs the budget is split 8 + 8, so the kill below lands in the middle of the DFS stage
     config = tmp_path / "exp.yaml"
-    config.write_text(yaml.safe_dump(toy_config(tiny_models, budget=16)))
+    config.write_text(yaml.safe_dump(toy_config(tiny_models, budget=16, space=PIPELINE if space == "ps+dfs" else "ps")))
     env = {"PYTHONPATH": str(toy_site)}
     whole = run_cli("run", "--config", str(config), "--run-dir", str(tmp_path / "whole"), "--quiet",
                     "--no-save-model", env=env)
@@ -76,12 +81,13 @@ def test_kill_9_then_resume_gives_the_uninterrupted_result(tiny_models, toy_site
                             stderr=subprocess.DEVNULL)
     log = killed / "evaluations.jsonl"
     deadline = time.time() + 120
-    while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 7):
+    kill_after = 11 if space == "ps+dfs" else 7
+    while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < kill_after):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done_before = len(log.read_text().splitlines())
-    assert 7 <= done_before < 16, "the run must be killed in the middle"
+    assert kill_after <= done_before < 16, "the run must be killed in the middle"
     assert not (killed / "summary.json").exists()
 
     resumed = run_cli("resume", str(killed), "--quiet", "--no-save-model", env=env)
@@ -91,6 +97,9 @@ def test_kill_9_then_resume_gives_the_uninterrupted_result(tiny_models, toy_site
     assert b["best_genome"] == a["best_genome"]
     assert b["test_scores"] == a["test_scores"]
     assert len(log.read_text().splitlines()) == 16  # nothing evaluated twice
+    if space == "ps+dfs":
+        assert set(b["stages"]) == {"ps", "ps+dfs"} and b["stages"] == a["stages"]
+        assert {"a", "b", "equal-weight", "ps", "ps+dfs", "merged"} == set(b["test_scores"])
 
 
 def test_failing_candidates_are_logged_and_too_many_stop_the_run(tmp_path):

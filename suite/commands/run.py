@@ -73,7 +73,12 @@ def _set_dfs_scales(data: dict, scales: str) -> None:
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--plain", is_flag=True, help="Plain progress lines even on a terminal.")
 @click.option("--no-save-model", is_flag=True, help="Do not export the merged model.")
-def run(plugin, config_path, space, dfs_scales, seed, budget, run_dir, device, threads, quiet, plain, no_save_model):
+@click.option("--report", "make_report", is_flag=True, help="Write report.md and report.html into the run directory.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Evaluate candidates on N Ray workers (pip install 'evosuite[ray]'; in-process without Ray).")
+@click.option("--ray-address", default=None, help="Use this Ray cluster instead of starting a local Ray.")
+def run(plugin, config_path, space, dfs_scales, seed, budget, run_dir, device, threads, quiet, plain, no_save_model,
+        make_report, workers, ray_address):
     """Evolve a merge: a plugin's default experiment (--plugin) or a configuration file (--config).
 
     Every evaluation is logged to the run directory; a killed run continues with `evosuite resume DIR`.
@@ -89,14 +94,26 @@ def run(plugin, config_path, space, dfs_scales, seed, budget, run_dir, device, t
     with reporter:
         reporter.stage("preparing")
         data = _experiment_config(plugin, config_path, reporter, space)
-        overrides = {"seed": seed, "budget": budget, "device": device}
+        overrides = {"seed": seed, "budget": budget, "device": device, "workers": workers,
+                     "ray_address": ray_address}
         data.update({k: v for k, v in overrides.items() if v is not None})
         if dfs_scales:
             _set_dfs_scales(data, dfs_scales)
         config = parse_config(data)
         summary = run_experiment(config, run_path, reporter, save_model=not no_save_model)
-    click.echo(f"summary: {run_path / 'summary.json'}")
+    _announce_results(run_path, make_report)
     return summary
+
+
+def _announce_results(run_path: Path, make_report: bool) -> None:
+    click.echo(f"summary: {run_path / 'summary.json'}")
+    if make_report:
+        from evosuite.report import write_report
+
+        for path in write_report(run_path):
+            click.echo(f"report: {path}")
+    else:
+        click.echo(f"report: run `evosuite report {run_path}` (or add --report)")
 
 
 @cli.command()
@@ -105,7 +122,8 @@ def run(plugin, config_path, space, dfs_scales, seed, budget, run_dir, device, t
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--plain", is_flag=True, help="Plain progress lines even on a terminal.")
 @click.option("--no-save-model", is_flag=True, help="Do not export the merged model.")
-def resume(run_dir, threads, quiet, plain, no_save_model):
+@click.option("--report", "make_report", is_flag=True, help="Write report.md and report.html into the run directory.")
+def resume(run_dir, threads, quiet, plain, no_save_model, make_report):
     """Continue a run that was stopped or killed, without redoing finished evaluations."""
     from evosuite.runner import config_from_store, run_experiment
 
@@ -118,5 +136,5 @@ def resume(run_dir, threads, quiet, plain, no_save_model):
         reporter.stage("resuming")
         summary = run_experiment(config_from_store(store), store.path, reporter, resume=True,
                                  save_model=not no_save_model)
-    click.echo(f"summary: {store.path / 'summary.json'}")
+    _announce_results(store.path, make_report)
     return summary

@@ -1,0 +1,25 @@
+"""``evosuite report RUN_DIR``: write report.md and a self-contained report.html into a run directory."""
+
+from __future__ import annotations
+
+import click
+
+from evosuite.cli import cli
+from evosuite.errors import ConfigError
+from evosuite.run_store import RunStore
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+def report(run_dir):
+    """Explain a run: fitness over evaluations, the best recipe, the held-out table, as Markdown and HTML.
+
+    Works on a finished run and on one still running or killed: it reads only the run directory.
+    """
+    if not RunStore(run_dir).exists():
+        raise ConfigError(f"{run_dir!r} is not a run directory (no config.yaml)", "give the directory of a run")
+    from evosuite.report import write_report
+
+    md_path, html_path = write_report(run_dir)
+    click.echo(f"report: {md_path}")
+    click.echo(f"report: {html_path}")

@@ -1,0 +1,50 @@
+"""The headline commands on the small test zoo: `evosuite zoo ...` and `evosuite run --plugin vlm|llm`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+
+def env_of(zoo_env):
+    return {k: v for k, v in zoo_env.items() if k != "root"}
+
+
+def test_zoo_commands_show_the_cached_zoo(zoo_env):
+    path = run_cli("zoo", "path", "--variant", "test", env=env_of(zoo_env))
+    assert path.returncode == 0 and path.stdout.strip() == zoo_env["root"]
+    listing = run_cli("zoo", "list", "--variant", "test", env=env_of(zoo_env))
+    assert listing.returncode == 0
+    assert "vqa/vlm" in listing.stdout and "zoo-ja-math" in listing.stdout
+    rebuilt = run_cli("zoo", "build", "--variant", "test", env=env_of(zoo_env))
+    assert rebuilt.returncode == 0 and "reusing" in rebuilt.stdout  # cached: not built again
+
+
+@pytest.mark.parametrize("plugin, task, sources", [
+    ("vlm", "zoo-ja-vqa", {"ja-lm", "en-vlm"}),
+    ("llm", "zoo-ja-math", {"ja-lm", "math-lm"}),
+])
+def test_run_plugin_default_experiment(zoo_env, tmp_path, plugin, task, sources):
+    run_dir = tmp_path / "run"
+    result = run_cli("run", "--plugin", plugin, "--budget", "4", "--run-dir", str(run_dir), "--plain",
+                     env=env_of(zoo_env))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["benchmark"] == task and summary["evaluations"] == 4
+    assert set(summary["test_scores"]) == sources | {"equal-weight", "merged"}
+    assert all(0.0 <= v <= 1.0 for v in summary["test_scores"].values())
+    config = (run_dir / "config.yaml").read_text()
+    assert str(Path(zoo_env["root"])) in config  # the experiment pointed the run at the cached zoo
+    assert (run_dir / "model" / "config.json").is_file()
+
+
+def test_run_needs_a_plugin_or_a_config():
+    result = run_cli("run")
+    assert result.returncode == 2
+    assert result.stderr.startswith("Error: nothing to run") and "vlm" in result.stderr
+    unknown = run_cli("run", "--plugin", "vml")
+    assert unknown.returncode == 2 and "did you mean 'vlm'" in unknown.stderr
