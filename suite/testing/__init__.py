@@ -1,0 +1,22 @@
+"""A testing kit for plugin authors, shipped with evosuite.
+
+Installing evosuite registers ``evosuite.testing.fixtures`` as a pytest plugin (the ``pytest11`` entry
+point), so any test suite in the same environment gets these fixtures without a ``conftest.py``:
+
+- ``evosuite_tiny_llm`` / ``evosuite_tiny_vlm``: paths to tiny random-weight models of the two families
+  the tiny zoo has (a Llama causal LM; a LLaVA VLM around the same kind of LM), written once per session.
+- ``evosuite_tiny_run_dir``: a small finished run directory, written with ``evosuite.run_store.RunStore``.
+- ``evosuite_plugin_host``: a fresh plugin host for one test; ``.register(plugin, name)`` adds a plugin
+  object, removed again when the test ends.
+
+and ``evosuite.testing.checks`` has the helpers:
+
+- ``check_plugin_registrations(module_or_plugin)``: the plugin's hooks are evosuite hooks, what it
+  registers has names, descriptions, the right base class and the methods that class requires, and
+  nothing clashes with the built-ins.
+- ``check_benchmark(benchmark_cls, model)``: items, predictions and scores of a benchmark on a model.
+"""
+
+from evosuite.testing.checks import PluginReport, check_benchmark, check_plugin_registrations
+
+__all__ = ["PluginReport", "check_benchmark", "check_plugin_registrations"]

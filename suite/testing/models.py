@@ -1,0 +1,73 @@
+"""Tiny random-weight Hugging Face models, written to disk in a second or two.
+
+The same two families as the tiny zoo (a Llama causal LM and a LLaVA VLM over it), with a shared
+char-level tokenizer, but with random weights: they load, generate and merge like real models, in tests
+that cannot wait minutes for ``evosuite zoo build``. ``write_llm(path)`` and ``write_vlm(path)`` return
+the directory, which ``evosuite.models.load_model`` (and ``evosuite eval --model``) accept.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+CHARS = list("abcdefghijklmnopqrstuvwxyz0123456789 .,:?!") + list("あいうえおかきくけこさしすせそたちつてと")
+SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<image>"]
+
+
+def char_tokenizer():
+    """A fast char-level tokenizer that ``AutoTokenizer`` loads offline."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + CHARS)}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"<image>|[\s\S]"), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   unk_token="<unk>", extra_special_tokens={"image_token": "<image>"})
+
+
+def text_config(layers: int = 2, hidden: int = 32):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=len(SPECIALS) + len(CHARS), hidden_size=hidden, intermediate_size=2 * hidden,
+                       num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4,
+                       max_position_embeddings=256, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+                       tie_word_embeddings=False)
+
+
+def write_llm(path: Path, *, seed: int = 0, layers: int = 2, hidden: int = 32) -> Path:
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(text_config(layers, hidden))
+    model.save_pretrained(path)
+    char_tokenizer().save_pretrained(path)
+    return path
+
+
+def write_vlm(path: Path, *, seed: int = 0, layers: int = 2, hidden: int = 32) -> Path:
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    torch.manual_seed(seed)
+    tokenizer = char_tokenizer()
+    vision = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                              image_size=16, patch_size=8)
+    config = LlavaConfig(vision_config=vision, text_config=text_config(layers, hidden),
+                         image_token_id=tokenizer.convert_tokens_to_ids("<image>"), image_seq_length=4,
+                         vision_feature_select_strategy="default", vision_feature_layer=-1)
+    model = LlavaForConditionalGeneration(config)
+    model.save_pretrained(path)
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16})
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=8,
+                               vision_feature_select_strategy="default", num_additional_image_tokens=1)
+    processor.save_pretrained(path)
+    return path
