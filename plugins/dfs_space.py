@@ -84,19 +84,18 @@ from typing import Any, Sequence
 from evosuite import hookimpl
 from evosuite.api import LoadedModel, MergeSpace
 from evosuite.errors import ConfigError, ModelError
-from evosuite.plugins.dfs_path import (
-    PathModelMixin,
-    apply_saved_path,
-    as_path_model,
-    block_output_capture,
-    decoder_of,
-    install_path,
-    layers_of,
-    replace_part,
-    share_structure,
-    text_configs,
-)
 from evosuite.plugins.hf_models import HFModel, text_layout
+
+
+def _paths():
+    """The path machinery (torch): imported on first use, so listing plugins does not pay for torch."""
+    from evosuite.plugins import dfs_path
+
+    return dfs_path
+
+
+def _apply_saved_path(model, name_or_path):
+    return _paths().apply_saved_path(model, name_or_path)
 
 SCALE_MODES = ("matrix", "hop", "off")
 INITIAL_MODES = ("first", "uniform")
@@ -137,7 +136,7 @@ class DataFlowSpace(MergeSpace):
                 if self._source_of(i) != self._source_of(j):
                     self.pairs[(i, j)] = len(self.pairs)
         self.embeddings_source = self._embeddings_source()
-        self._layers = [list(layers_of(s)) for s in self.sources]
+        self._layers = [list(_paths().layers_of(s)) for s in self.sources]
         self._layer_types = [getattr(s.text_config, "layer_types", None) for s in self.sources]
         self._candidate = self._build_shell()
 
@@ -199,22 +198,22 @@ class DataFlowSpace(MergeSpace):
 
     def _build_shell(self) -> HFModel:
         carrier = self.carrier
-        shell = share_structure(carrier.module)
+        shell = _paths().share_structure(carrier.module)
         if self.embeddings_source >= 0 and self.sources[self.embeddings_source] is not carrier:
             src = self.sources[self.embeddings_source]
             layout = text_layout(src.text_config.model_type)
-            target, origin = decoder_of(shell, carrier), decoder_of(src.module, src)
+            target, origin = _paths().decoder_of(shell, carrier), _paths().decoder_of(src.module, src)
             for part in (layout["embeddings"], layout["final_norm"]):
-                replace_part(target, origin, part.rstrip("."))
-            replace_part(shell, src.module, carrier._head.rstrip("."))
+                _paths().replace_part(target, origin, part.rstrip("."))
+            _paths().replace_part(shell, src.module, carrier._head.rstrip("."))
             # The head may be tied to the embeddings in that source and not in the carrier (or the reverse):
             # the config must say what the modules do, or an export would drop or re-tie the head.
             tied = getattr(src.module.config.get_text_config(decoder=True), "tie_word_embeddings", None)
-            for config in {id(c): c for c in (shell.config, *text_configs(shell, carrier))}.values():
+            for config in {id(c): c for c in (shell.config, *_paths().text_configs(shell, carrier))}.values():
                 if tied is not None and hasattr(config, "tie_word_embeddings"):
                     config.tie_word_embeddings = tied
-        block_output_capture(shell, carrier)
-        return as_path_model(carrier, shell)
+        _paths().block_output_capture(shell, carrier)
+        return _paths().as_path_model(carrier, shell)
 
     # -- genome <-> path ---------------------------------------------------------------------------
     @property
@@ -313,7 +312,7 @@ class DataFlowSpace(MergeSpace):
         if all(t is not None for t in self._layer_types):
             types = [self._layer_types[s][layer] for s, layer, _ in path]
         described = [{"source": self.source_names[s], "layer": layer, "scale": scale} for s, layer, scale in path]
-        install_path(self._candidate, layers, scales, types, described)
+        _paths().install_path(self._candidate, layers, scales, types, described)
         return self._candidate
 
     def references(self):
@@ -339,7 +338,7 @@ class DataFlowSpace(MergeSpace):
         return self.candidate(genome).save(out_dir, model_card=model_card)
 
     #: Called by ``evosuite.models.load_model`` after any load: re-applies a saved ``evosuite_dfs.json``.
-    post_load = staticmethod(apply_saved_path)
+    post_load = staticmethod(_apply_saved_path)
 
 
 def load_dfs_model(path, **load_kwargs) -> LoadedModel:
@@ -351,8 +350,8 @@ def load_dfs_model(path, **load_kwargs) -> LoadedModel:
     from evosuite.models import load_model
 
     model = load_model(str(path), **load_kwargs)
-    if not isinstance(model, PathModelMixin):
-        model = apply_saved_path(model, str(path)) or model
+    if not isinstance(model, _paths().PathModelMixin):
+        model = _paths().apply_saved_path(model, str(path)) or model
     return model
 
 

@@ -15,12 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from evosuite import hookimpl
 from evosuite.api import REQUIRED, LoadedModel, MergeSpace
 from evosuite.errors import ConfigError
-from evosuite.merge.in_memory import TaskVectorMerger
 from evosuite.plugin_manager import get
 
 DEFAULT_RANGES = {"density": [0.0, 1.0], "weight": [0.0, 1.0]}
@@ -50,6 +47,8 @@ class ParameterSpace(MergeSpace):
         self.global_params = self._global_params()
         self.num_layers = carrier.num_layers
         self.groups = self._layer_groups()
+        from evosuite.merge.in_memory import TaskVectorMerger  # torch: imported when a space is built
+
         self._candidate = carrier.clone()
         self._out = self._candidate.mergeable_parameters()
         self._merger = TaskVectorMerger(base.mergeable_parameters() if base is not None else None,
@@ -153,6 +152,8 @@ class ParameterSpace(MergeSpace):
         return self._candidate
 
     def references(self):
+        import torch
+
         def equal_weight_average():
             sources = [s.mergeable_parameters() for s in self.sources]
             with torch.no_grad():

@@ -7,12 +7,12 @@ import shutil
 
 import pytest
 import torch
-from evosuite.errors import ModelError
-from evosuite.models import check_mergeable, find_adapter, load_model
-from evosuite.plugin_manager import get_host
 from PIL import Image
 from safetensors import safe_open
 
+from evosuite.errors import ModelError
+from evosuite.models import check_mergeable, find_adapter, load_model
+from evosuite.plugin_manager import get_host
 from tests.factories import write_llm, write_vlm
 
 

@@ -6,6 +6,7 @@ import inspect
 from pathlib import Path
 
 import pytest
+
 from evosuite import hookspecs
 from evosuite.plugin_manager import KINDS, get_host
 

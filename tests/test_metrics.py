@@ -8,6 +8,7 @@ import socket
 
 import numpy as np
 import pytest
+
 from evosuite.benchmarks.metrics import (
     RougeResult,
     is_japanese,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from evosuite import hookimpl, plugin_manager
 from evosuite.api import Benchmark
 from evosuite.errors import PluginError
-
 from tests.conftest import run_cli
 
 BUILTINS = {"llm", "vlm", "optimizers"}

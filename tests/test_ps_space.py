@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from evosuite.errors import ConfigError
 from evosuite.models import load_model
 from evosuite.plugin_manager import get_host
-
 from tests.factories import write_llm, write_vlm
 
 

@@ -1,0 +1,223 @@
+"""evosuite's merge engine against mergekit 0.1.5, side by side on a seeded Llama-shaped zoo.
+
+    python perf/merge_vs_mergekit.py [--quick] [--mergekit-python /tmp/mergekit-venv/bin/python] [--json FILE]
+
+Builds a base model and two fine-tunes (base + seeded noise) with transformers' save_pretrained (no
+downloads; default 134M parameters, ``--quick`` a tiny one), then runs each method's config with
+evosuite and, when a mergekit virtual environment is given, with ``mergekit-yaml``, interleaved and
+repeated (median wall time). Every run is its own process, so its peak RSS comes from ``wait4``.
+Prints wall times, the ratio to mergekit and to the I/O bound (reading the sources and writing the
+result at page-cache speed), peak memory and the max abs difference of the two outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+SIZES = {  # name -> (hidden, intermediate, layers, heads, vocab)
+    "134m": (768, 2048, 12, 12, 32000),
+    "tiny": (64, 128, 4, 4, 512),
+}
+#: Targets: evosuite time / mergekit time at most this.
+TARGETS = {"linear": 0.5, "task_arithmetic": 0.5, "ties": 0.25, "dare_ties": 0.25, "slerp": 0.5}
+RANDOM = {"dare_ties"}
+
+
+def build_zoo(root: Path, size: str, seed: int = 0) -> dict[str, Path]:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    hidden, inter, layers, heads, vocab = SIZES[size]
+    paths = {name: root / name for name in ("base", "ft_a", "ft_b")}
+    if all((p / "config.json").is_file() for p in paths.values()):
+        return paths
+    torch.manual_seed(seed)
+    config = LlamaConfig(hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
+                         num_attention_heads=heads, num_key_value_heads=heads, vocab_size=vocab,
+                         tie_word_embeddings=False, torch_dtype="float32")
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(paths["base"], safe_serialization=True)
+    base_state = {k: v.clone() for k, v in model.state_dict().items()}
+    for i, name in enumerate(("ft_a", "ft_b")):
+        g = torch.Generator().manual_seed(seed + 1 + i)
+        with torch.no_grad():
+            for key, param in model.state_dict().items():
+                param.copy_(base_state[key] + 0.01 * torch.randn(param.shape, generator=g))
+        model.save_pretrained(paths[name], safe_serialization=True)
+    return paths
+
+
+def configs(paths: dict[str, Path]) -> dict[str, dict]:
+    base, a, b = (str(paths[k]) for k in ("base", "ft_a", "ft_b"))
+    return {
+        "linear": {"merge_method": "linear", "dtype": "float32",
+                   "models": [{"model": base, "parameters": {"weight": 0.5}},
+                              {"model": a, "parameters": {"weight": 0.3}},
+                              {"model": b, "parameters": {"weight": 0.2}}]},
+        "task_arithmetic": {"merge_method": "task_arithmetic", "base_model": base, "dtype": "float32",
+                            "models": [{"model": a, "parameters": {"weight": [0.2, 0.8]}},
+                                       {"model": b, "parameters": {"weight": 0.5}}],
+                            "parameters": {"lambda": 0.9}},
+        "ties": {"merge_method": "ties", "base_model": base, "dtype": "float32",
+                 "models": [{"model": a, "parameters": {"weight": 0.6, "density": [
+                     {"filter": "self_attn", "value": 0.3}, {"value": 0.5}]}},
+                            {"model": b, "parameters": {"weight": 0.4, "density": 0.7}}]},
+        "dare_ties": {"merge_method": "dare_ties", "base_model": base, "dtype": "float32",
+                      "models": [{"model": a, "parameters": {"weight": 0.6, "density": 0.5}},
+                                 {"model": b, "parameters": {"weight": 0.4, "density": 0.5}}]},
+        "slerp": {"merge_method": "slerp", "base_model": base, "dtype": "float32",
+                  "models": [{"model": base}, {"model": a}],
+                  "parameters": {"t": [{"filter": "self_attn", "value": [0, 0.5, 0.3, 0.7, 1]},
+                                       {"filter": "mlp", "value": [1, 0.5, 0.7, 0.3, 0]}, {"value": 0.5}]}},
+    }
+
+
+def timed(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
+    """(wall seconds, peak RSS in bytes) of one child process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    err = proc.stderr.read().decode(errors="replace")
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{err[-3000:]}")
+    return wall, usage.ru_maxrss * 1024
+
+
+def io_bound(paths: dict[str, Path], out: Path) -> float:
+    """Seconds to read the three sources and write one model-sized file (page cache warm)."""
+    files = [f for p in paths.values() for f in sorted(p.glob("*.safetensors"))]
+    for f in files:  # warm the cache
+        f.read_bytes()
+    start = time.perf_counter()
+    size = 0
+    for f in files:
+        with open(f, "rb") as h:
+            while chunk := h.read(1 << 24):
+                size += len(chunk)
+    block = b"\0" * (1 << 24)
+    with open(out, "wb") as h:
+        for _ in range(0, size // len(files), len(block)):
+            h.write(block)
+    elapsed = time.perf_counter() - start
+    out.unlink()
+    return elapsed
+
+
+def max_diff(dir_a: Path, dir_b: Path) -> float:
+    from safetensors import safe_open
+
+    def tensors(d: Path):
+        found = {}
+        for f in sorted(d.glob("*.safetensors")):
+            with safe_open(str(f), framework="pt") as h:
+                for k in h.keys():
+                    found[k] = (f, k)
+        return found
+
+    ta, tb = tensors(dir_a), tensors(dir_b)
+    if set(ta) != set(tb):
+        return float("inf")
+    worst = 0.0
+    for k in ta:
+        with safe_open(str(ta[k][0]), framework="pt") as ha, safe_open(str(tb[k][0]), framework="pt") as hb:
+            x, y = ha.get_tensor(k).float(), hb.get_tensor(k).float()
+        if x.shape != y.shape:
+            return float("inf")
+        worst = max(worst, float((x - y).abs().max()))
+    return worst
+
+
+EVOSUITE_RUN = ("import sys, torch; torch.set_num_threads(int(sys.argv[3]));"
+                "from evosuite.merge import merge_from_config;"
+                "merge_from_config(sys.argv[1], sys.argv[2], force=True, seed=0)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny zoo (seconds)")
+    ap.add_argument("--size", default="134m", choices=sorted(SIZES))
+    ap.add_argument("--work", default=None, help="zoo and outputs folder (default: a temp dir)")
+    ap.add_argument("--mergekit-python", default=None, help="python of a venv with mergekit==0.1.5")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for evosuite")
+    ap.add_argument("--methods", default=",".join(TARGETS))
+    ap.add_argument("--json", default=None, help="write [{name, value, target, met}] here")
+    args = ap.parse_args()
+    size = "tiny" if args.quick else args.size
+    work = Path(args.work or tempfile.mkdtemp(prefix="evosuite-merge-perf-"))
+    work.mkdir(parents=True, exist_ok=True)
+    paths = build_zoo(work / f"zoo-{size}", size)
+    cfgs = configs(paths)
+    methods = [m for m in args.methods.split(",") if m]
+    mergekit_yaml = None
+    if args.mergekit_python:
+        mergekit_yaml = str(Path(args.mergekit_python).parent / "mergekit-yaml")
+    io = io_bound(paths, work / "io-probe.bin")
+
+    times: dict[tuple[str, str], list[float]] = {}
+    rss: dict[tuple[str, str], int] = {}
+    for rep in range(args.repeats):
+        for method in methods:
+            cfg_path = work / f"{method}.yaml"
+            cfg_path.write_text(yaml.safe_dump(cfgs[method], sort_keys=False))
+            runs = [("evosuite", [sys.executable, "-c", EVOSUITE_RUN, str(cfg_path), str(work / f"out-evo-{method}"),
+                                  str(args.threads)])]
+            if mergekit_yaml:
+                out = work / f"out-mk-{method}"
+                runs.append(("mergekit", [mergekit_yaml, str(cfg_path), str(out), "--allow-crimes"]))
+            if rep % 2:
+                runs.reverse()  # interleave: neither tool always runs on a cooler machine
+            for tool, cmd in runs:
+                if tool == "mergekit":
+                    subprocess.run(["rm", "-rf", str(work / f"out-mk-{method}")], check=True)
+                wall, peak = timed(cmd)
+                times.setdefault((tool, method), []).append(wall)
+                rss[(tool, method)] = max(rss.get((tool, method), 0), peak)
+                print(f"rep {rep + 1} {method:16s} {tool:9s} {wall:7.2f} s  {peak / 1024**3:.2f} GiB", file=sys.stderr)
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"merge: evosuite vs mergekit 0.1.5 ({size} zoo, median of {args.repeats}, "
+                        f"I/O bound {io:.2f} s, evosuite {args.threads} thread(s))")
+    for col in ("method", "evosuite s", "mergekit s", "ratio", "target", "met", "evo peak GiB", "mk peak GiB",
+                "max diff", "evo / I/O"):
+        table.add_column(col, justify="right")
+    results = []
+    for method in methods:
+        evo = statistics.median(times[("evosuite", method)])
+        row = [method, f"{evo:.2f}"]
+        if mergekit_yaml:
+            mk = statistics.median(times[("mergekit", method)])
+            ratio = evo / mk
+            met = ratio <= TARGETS[method] and rss[("evosuite", method)] <= rss[("mergekit", method)]
+            diff = ("random" if method in RANDOM
+                    else f"{max_diff(work / f'out-evo-{method}', work / f'out-mk-{method}'):.2e}")
+            row += [f"{mk:.2f}", f"{ratio:.3f}", f"<= {TARGETS[method]}", "yes" if met else "NO",
+                    f"{rss[('evosuite', method)] / 1024**3:.2f}", f"{rss[('mergekit', method)] / 1024**3:.2f}",
+                    diff]
+            results.append({"name": f"merge_{method}_time_ratio", "value": round(ratio, 4),
+                             "target": TARGETS[method], "met": bool(met)})
+        else:
+            row += ["-", "-", "-", "-", f"{rss[('evosuite', method)] / 1024**3:.2f}", "-", "-"]
+        row.append(f"{evo / io:.1f}x")
+        table.add_row(*row)
+    Console(width=200).print(table)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,15 @@
+"""The merge engine: mergekit-compatible YAML configs merged tensor by tensor, on disk or in memory.
+
+- ``config``: mergekit YAML -> validated dataclasses, and per-tensor parameter resolution.
+- ``engine``: ``merge_from_config`` writes a Hugging Face model directory from memory-mapped sources.
+- ``in_memory``: ``TaskVectorMerger`` merges already loaded sources into preallocated tensors (the evolver).
+- ``sparsify``: the trimming functions (magnitude, DARE, breadcrumbs, DELLA) the task-arithmetic family uses.
+
+The merge methods themselves are plugins (``evosuite.plugins.merge_methods``).
+"""
+
+from evosuite.merge.config import MergeConfig, load_config
+from evosuite.merge.engine import MergePlan, merge_from_config
+from evosuite.merge.in_memory import TaskVectorMerger
+
+__all__ = ["MergeConfig", "MergePlan", "TaskVectorMerger", "load_config", "merge_from_config"]

@@ -1,0 +1,286 @@
+"""mergekit's YAML merge config, validated into dataclasses, and per-tensor parameter resolution.
+
+A config names ``merge_method``, the ``models`` (or output ``slices`` of layer ranges, for
+frankenmerges), an optional ``base_model``, global ``parameters``, ``dtype`` and ``tokenizer_source``.
+A parameter value is a scalar, a list of numbers (a gradient interpolated over the layers at
+t = idx / (num_layers - 1)), or a list of ``{filter: SUBSTRING, value: ...}`` items where the first item
+whose filter occurs in the tensor name (or that has no filter) gives the value. A model's parameter is
+looked up in its own ``parameters``, then its slice's, then the global ones.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from evosuite.api import REQUIRED, MergeMethod
+from evosuite.errors import ConfigError, EvosuiteError
+
+#: How the engine finds a tensor's layer: the number after ``layers.``.
+LAYER_RE = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+
+TOP_LEVEL_KEYS = ("base_model", "dtype", "merge_method", "models", "name", "out_dtype", "parameters",
+                  "slices", "tokenizer_source")
+DTYPES = {"float32": "float32", "fp32": "float32", "float": "float32", "float16": "float16", "fp16": "float16",
+          "half": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}
+
+_MISSING = object()
+
+
+@dataclass
+class ModelEntry:
+    """One model of ``models`` or one source of a slice."""
+
+    model: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    #: Source layers [start, end) for slices; None for the whole model.
+    layer_range: tuple[int, int] | None = None
+
+
+@dataclass
+class SliceSpec:
+    """One output slice: its sources (same number of layers each) and its own parameters."""
+
+    sources: list[ModelEntry]
+    parameters: dict[str, Any] = field(default_factory=dict)
+    base_model: str | None = None
+
+    @property
+    def num_layers(self) -> int:
+        start, end = self.sources[0].layer_range
+        return end - start
+
+
+@dataclass
+class MergeConfig:
+    merge_method: str
+    method: MergeMethod
+    models: list[ModelEntry]
+    base_model: str | None
+    parameters: dict[str, Any]
+    slices: list[SliceSpec] | None
+    dtype: str | None
+    tokenizer_source: str | None
+    #: The YAML as given (for the model card).
+    raw: dict[str, Any]
+
+    def non_base(self, entries: Sequence[ModelEntry], base: str | None) -> list[ModelEntry]:
+        """The entries the method merges: without the base model when the method takes one apart."""
+        if self.method.requires_base:
+            return [e for e in entries if e.model != base]
+        return list(entries)
+
+
+def evaluate(value: Any, tensor_name: str, t: float) -> Any:
+    """A parameter's value for one tensor at layer position t in [0, 1] (``_MISSING`` if no filter matches)."""
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        for item in value:
+            pattern = item.get("filter")
+            if pattern is None or pattern in tensor_name:
+                return evaluate(item["value"], tensor_name, t)
+        return _MISSING
+    if isinstance(value, list):
+        if len(value) == 1:
+            return value[0]
+        scaled = t * (len(value) - 1)
+        i0 = min(len(value) - 1, math.floor(scaled))
+        i1 = min(len(value) - 1, i0 + 1)
+        frac = scaled - i0
+        return (1 - frac) * value[i0] + frac * value[i1]
+    return value
+
+
+def resolve_parameters(defaults: Mapping[str, Any], scopes: Sequence[Mapping[str, Any]], tensor_name: str,
+                       t: float, *, owner: str) -> dict[str, Any]:
+    """Each parameter of ``defaults`` for one tensor: the first scope that gives it a value, else the default."""
+    resolved = {}
+    for name, default in defaults.items():
+        value = _MISSING
+        for scope in scopes:
+            if name in scope:
+                value = evaluate(scope[name], tensor_name, t)
+                if value is not _MISSING:
+                    break
+        if value is _MISSING:
+            if default is REQUIRED:
+                raise ConfigError(f"parameter {name!r} has no value for {owner} on tensor {tensor_name}",
+                                  f"give `{name}` in the parameters (a filter list needs a catch-all item)")
+            value = default
+        resolved[name] = value
+    return resolved
+
+
+def tensor_position(name: str, num_layers: int) -> tuple[int | None, float]:
+    """(layer index or None, t) of a tensor: t = idx / (num_layers - 1) inside the layers (1 for a single
+    layer); 0 for every tensor outside the layers (embeddings, final norm, head), as mergekit 0.1.5 does."""
+    match = LAYER_RE.search(name)
+    if match:
+        idx = int(match.group(1))
+        return idx, (idx / (num_layers - 1) if num_layers > 1 else 1.0)
+    return None, 0.0
+
+
+# -- loading and validation --------------------------------------------------------------------------
+def _check_value(value: Any, where: str) -> None:
+    ok_scalar = (int, float, bool, str)
+    if isinstance(value, ok_scalar) or value is None:
+        return
+    if isinstance(value, list) and value:
+        if all(isinstance(v, dict) for v in value):
+            for item in value:
+                extra = set(item) - {"filter", "value"}
+                if "value" not in item or extra:
+                    raise ConfigError(f"{where}: a filter item must have `value` and optionally `filter`",
+                                      "write items like {filter: self_attn, value: 0.5}")
+                _check_value(item["value"], where)
+            return
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            return
+    raise ConfigError(f"{where}: {value!r} is not a parameter value",
+                      "use a number, a list of numbers (gradient) or a list of {filter, value} items")
+
+
+def _check_params(params: Any, valid: Mapping[str, Any], where: str, method: str) -> dict[str, Any]:
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise ConfigError(f"{where}: `parameters` must be a mapping", "write `parameters: {name: value}`")
+    for name, value in params.items():
+        if name not in valid:
+            raise ConfigError(f"unknown parameter {name!r} for merge method {method!r} in {where}",
+                              f"valid parameters: {', '.join(sorted(valid)) or 'none'}")
+        _check_value(value, f"{where}, parameter {name!r}")
+    return dict(params)
+
+
+def _model_entry(item: Any, where: str, valid: Mapping[str, Any], method: str, *, slice_source: bool) -> ModelEntry:
+    if isinstance(item, str) and not slice_source:
+        return ModelEntry(item)
+    if not isinstance(item, dict) or not isinstance(item.get("model"), str):
+        raise ConfigError(f"{where} must be a mapping with a `model` path", "write `- model: PATH`")
+    allowed = {"model", "parameters"} | ({"layer_range"} if slice_source else set())
+    extra = sorted(set(item) - allowed)
+    if extra:
+        raise ConfigError(f"unknown key {extra[0]!r} in {where}", f"valid keys: {', '.join(sorted(allowed))}")
+    params = _check_params(item.get("parameters"), valid, f"{where} ({item['model']})", method)
+    layer_range = None
+    if slice_source:
+        lr = item.get("layer_range")
+        if not (isinstance(lr, list) and len(lr) == 2 and all(isinstance(v, int) for v in lr) and 0 <= lr[0] < lr[1]):
+            raise ConfigError(f"{where} ({item['model']}) needs `layer_range: [start, end]` with start < end",
+                              "give the source layers as two integers, end excluded")
+        layer_range = (lr[0], lr[1])
+    return ModelEntry(item["model"], params, layer_range)
+
+
+def _lookup_method(name: str) -> MergeMethod:
+    from evosuite import plugin_manager
+
+    try:
+        return plugin_manager.get("methods", name)
+    except EvosuiteError as exc:
+        raise ConfigError(f"unknown merge method {name!r}", exc.fix) from None
+
+
+def load_config(source: str | Path | Mapping[str, Any]) -> MergeConfig:
+    """Read and validate a mergekit YAML config (a path, or the already parsed mapping)."""
+    if isinstance(source, Mapping):
+        raw = dict(source)
+    else:
+        path = Path(source)
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read merge config {path}: {exc.strerror or exc}",
+                              "check the path") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"merge config {path} is not valid YAML: {str(exc).splitlines()[0]}",
+                              "fix the YAML syntax") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"merge config {path} is not a mapping", "see mergekit's config format")
+    extra = sorted(set(raw) - set(TOP_LEVEL_KEYS))
+    if extra:
+        raise ConfigError(f"unknown key {extra[0]!r} in the merge config", f"valid keys: {', '.join(TOP_LEVEL_KEYS)}")
+    name = raw.get("merge_method")
+    if not isinstance(name, str):
+        raise ConfigError("the merge config has no `merge_method`", "add e.g. `merge_method: ties`")
+    method = _lookup_method(name)
+    model_valid = dict(method.model_parameters)
+    global_valid = {**method.global_parameters, **model_valid}
+
+    has_models, has_slices = bool(raw.get("models")), bool(raw.get("slices"))
+    if has_models == has_slices:
+        raise ConfigError("the merge config must give either `models` or `slices`, not both or neither",
+                          "list the models to merge under `models`, or layer ranges under `slices`")
+    base = raw.get("base_model")
+    if base is not None and not isinstance(base, str):
+        raise ConfigError("`base_model` must be a model path", "write `base_model: PATH`")
+    parameters = _check_params(raw.get("parameters"), global_valid, "global parameters", name)
+
+    models: list[ModelEntry] = []
+    slices: list[SliceSpec] | None = None
+    if has_models:
+        if not isinstance(raw["models"], list):
+            raise ConfigError("`models` must be a list", "write `models:` then `- model: PATH` items")
+        models = [_model_entry(m, f"models[{i}]", model_valid, name, slice_source=False)
+                  for i, m in enumerate(raw["models"])]
+        groups = [(models, parameters, base, "models")]
+    else:
+        if not isinstance(raw["slices"], list):
+            raise ConfigError("`slices` must be a list", "write `slices:` then `- sources: [...]` items")
+        slices = []
+        for i, item in enumerate(raw["slices"]):
+            where = f"slices[{i}]"
+            if not isinstance(item, dict) or not isinstance(item.get("sources"), list) or not item["sources"]:
+                raise ConfigError(f"{where} needs a non-empty `sources` list",
+                                  "write `- sources: [{model, layer_range}]`")
+            extra = sorted(set(item) - {"sources", "parameters", "base_model"})
+            if extra:
+                raise ConfigError(f"unknown key {extra[0]!r} in {where}", "valid keys: base_model, parameters, sources")
+            sources = [_model_entry(s, f"{where}.sources[{j}]", model_valid, name, slice_source=True)
+                       for j, s in enumerate(item["sources"])]
+            lengths = {s.layer_range[1] - s.layer_range[0] for s in sources}
+            if len(lengths) > 1:
+                raise ConfigError(f"the sources of {where} have different numbers of layers {sorted(lengths)}",
+                                  "give every source of a slice a layer range of the same length")
+            slice_params = _check_params(item.get("parameters"), global_valid, f"{where} parameters", name)
+            slices.append(SliceSpec(sources, slice_params, item.get("base_model", base)))
+        groups = [(s.sources, {**parameters, **s.parameters}, s.base_model, f"slice {i}")
+                  for i, s in enumerate(slices)]
+
+    for entries, scope, slice_base, where in groups:
+        if method.requires_base and not slice_base:
+            raise ConfigError(f"merge method {name!r} needs a `base_model`", "add `base_model: PATH` to the config")
+        config = MergeConfig(name, method, models, base, parameters, slices, None, None, raw)
+        merged = config.non_base(entries, slice_base)
+        check = getattr(method, "check_sources", None)
+        if check is not None:
+            check(len(merged))
+        elif not merged:
+            raise ConfigError(f"merge method {name!r} has no model to merge in {where}", "list the models")
+        for entry in merged:
+            for pname, default in model_valid.items():
+                if default is REQUIRED and pname not in entry.parameters and pname not in scope:
+                    raise ConfigError(f"model {entry.model!r} has no `{pname}` for merge method {name!r}",
+                                      f"add `{pname}` under its parameters (or globally)")
+        for pname, default in method.global_parameters.items():
+            if default is REQUIRED and pname not in scope:
+                raise ConfigError(f"merge method {name!r} needs the global parameter `{pname}`",
+                                  f"add `parameters: {{{pname}: ...}}`")
+
+    dtype = raw.get("out_dtype") or raw.get("dtype")
+    if dtype is not None and dtype not in DTYPES:
+        raise ConfigError(f"unknown dtype {dtype!r}", f"valid dtypes: {', '.join(sorted(set(DTYPES.values())))}")
+    tokenizer_source = raw.get("tokenizer_source")
+    if tokenizer_source is not None and not isinstance(tokenizer_source, str):
+        raise ConfigError("`tokenizer_source` must be `base` or a model path",
+                          "evosuite copies one tokenizer; `union` vocabularies are not supported")
+    if tokenizer_source == "union":
+        raise ConfigError("`tokenizer_source: union` is not supported", "use `base` or a model path")
+    return MergeConfig(name, method, models, base, parameters, slices,
+                       DTYPES[dtype] if dtype else None, tokenizer_source, raw)

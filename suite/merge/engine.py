@@ -1,0 +1,495 @@
+"""The on-disk merge engine: a mergekit YAML config in, a Hugging Face model directory out.
+
+It works tensor by tensor: each output tensor is read from the memory-mapped safetensors of its sources,
+merged (``merge_tensor``, shared with the in-memory merger), and streamed into an output shard whose
+header was computed beforehand, so peak memory is about the largest tensor times the number of
+sources, plus scratch of the same size. Nothing is left half-written: the directory is built in a temp
+dir beside ``out_dir`` and renamed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import yaml
+from safetensors import safe_open
+
+from evosuite.api import Progress
+from evosuite.errors import ConfigError, ModelError
+from evosuite.merge.config import (
+    LAYER_RE,
+    MergeConfig,
+    ModelEntry,
+    load_config,
+    resolve_parameters,
+    tensor_position,
+)
+from evosuite.merge.in_memory import merge_tensor
+from evosuite.merge.sparsify import Scratch
+
+DEFAULT_SHARD_SIZE = 5 * 1024**3
+#: Torch threads the command line uses for merging: on the 2-core development machine one thread was
+#: faster than two (the work is memory-bound and the cores are shared); see perf/merge_vs_mergekit.py.
+RECOMMENDED_THREADS = 1
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+                   "vocab.json", "merges.txt", "added_tokens.json", "vocab.txt", "chat_template.jinja",
+                   "spiece.model")
+ST_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+             torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+             torch.bool: "BOOL"}
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+FROM_ST = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool}
+
+
+# -- sources -------------------------------------------------------------------------------------------
+class ModelSource:
+    """A model directory read lazily: tensor names, shapes and dtypes from the safetensors headers."""
+
+    def __init__(self, ref: str):
+        self.ref = ref
+        self.path = self._resolve(ref)
+        index = self.path / "model.safetensors.index.json"
+        if index.is_file():
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (OSError, ValueError, KeyError) as exc:
+                raise ModelError(f"model {ref!r} has an unreadable safetensors index: {exc}",
+                                 "re-download or re-save the model") from None
+            files = sorted(set(weight_map.values()))
+        else:
+            files = sorted(p.name for p in self.path.glob("*.safetensors"))
+            if not files:
+                raise ModelError(f"model {ref!r} has no safetensors weights in {self.path}",
+                                 "save it with safetensors (save_pretrained does by default)")
+        self._handles: dict[str, Any] = {}
+        self._fds: dict[str, int] = {}
+        self.file_of: dict[str, str] = {}
+        self.meta: dict[str, tuple[tuple[int, ...], str]] = {}
+        self.offsets: dict[str, int] = {}
+        for name in files:
+            try:
+                header, data_start = _read_header(self.path / name)
+            except (OSError, ValueError) as exc:
+                raise ModelError(f"model {ref!r}: cannot read {name}: {exc}",
+                                 "re-download or re-save the model") from None
+            for tensor, info in header.items():
+                if tensor == "__metadata__":
+                    continue
+                self.file_of[tensor] = name
+                self.meta[tensor] = (tuple(info["shape"]), info["dtype"])
+                self.offsets[tensor] = data_start + int(info["data_offsets"][0])
+        self.config = self._read_config()
+
+    @staticmethod
+    def _resolve(ref: str) -> Path:
+        path = Path(ref).expanduser()
+        if path.is_dir():
+            return path
+        if "/" in ref and not ref.startswith((".", "/", "~")):
+            try:
+                from huggingface_hub import snapshot_download
+
+                return Path(snapshot_download(ref, local_files_only=True))
+            except Exception:
+                pass
+        raise ModelError(f"model {ref!r} not found", "give a local model directory (or download the hub model first)")
+
+    def _read_config(self) -> dict[str, Any]:
+        path = self.path / "config.json"
+        if not path.is_file():
+            return {}
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"model {self.ref!r} has an unreadable config.json: {exc}", "fix or re-save it") from None
+
+    @property
+    def num_layers(self) -> int:
+        cfg = self.config
+        n = cfg.get("num_hidden_layers") or (cfg.get("text_config") or {}).get("num_hidden_layers")
+        if n:
+            return int(n)
+        layers = [int(m.group(1)) for name in self.meta if (m := LAYER_RE.search(name))]
+        return max(layers) + 1 if layers else 0
+
+    def get(self, name: str) -> torch.Tensor:
+        """One tensor, memory-mapped through ``safetensors.safe_open``."""
+        file = self.file_of[name]
+        handle = self._handles.get(file)
+        if handle is None:
+            handle = self._handles[file] = safe_open(str(self.path / file), framework="pt", device="cpu")
+        return handle.get_tensor(name)
+
+    def read_into(self, name: str, out: torch.Tensor, staging: torch.Tensor) -> torch.Tensor:
+        """Read one tensor's bytes straight into flat CPU ``out`` (converting its dtype through the uint8
+        ``staging`` buffer when it differs): no mapping stays resident, no allocation per tensor."""
+        shape, st_dtype = self.meta[name]
+        dtype = FROM_ST[st_dtype]
+        numel = int(torch.Size(shape).numel())
+        target = out if dtype == out.dtype else staging[: numel * _itemsize(dtype)].view(dtype)
+        raw = target.view(torch.uint8).numpy()
+        fd = self._fds.get(self.file_of[name])
+        if fd is None:
+            fd = self._fds[self.file_of[name]] = os.open(self.path / self.file_of[name], os.O_RDONLY)
+        done, offset = 0, self.offsets[name]
+        while done < raw.nbytes:
+            n = os.preadv(fd, [raw[done:]], offset + done)
+            if n <= 0:
+                raise ModelError(f"model {self.ref!r}: {self.file_of[name]} is truncated at tensor {name}",
+                                 "re-download or re-save the model")
+            done += n
+        if target is not out:
+            out.copy_(target)
+        return out
+
+    def close(self) -> None:
+        self._handles.clear()
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
+def _itemsize(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def _read_header(path: Path) -> tuple[dict[str, Any], int]:
+    """A safetensors file's JSON header and the offset where its data starts."""
+    with open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        if size <= 0 or size > 100 * 1024**2:
+            raise ValueError("not a safetensors file")
+        return json.loads(f.read(size)), 8 + size
+
+
+# -- plan ----------------------------------------------------------------------------------------------
+@dataclass
+class TensorJob:
+    """One output tensor: where its inputs come from and where its parameters are looked up."""
+
+    name: str
+    t: float
+    base: tuple[ModelSource, str] | None
+    sources: list[tuple[ModelEntry, ModelSource, str]]
+    scopes: list[Mapping[str, Any]]
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return int(torch.Size(self.shape).numel()) * torch.empty((), dtype=self.dtype).element_size()
+
+
+@dataclass
+class MergePlan:
+    """Everything a merge will do, checked before any tensor is computed (what ``--dry-run`` prints)."""
+
+    config: MergeConfig
+    out_dir: Path
+    jobs: list[TensorJob]
+    shards: list[list[TensorJob]]
+    reference: ModelSource
+    tokenizer: ModelSource | None
+    num_layers: int
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(job.nbytes for job in self.jobs)
+
+    def describe(self) -> str:
+        cfg = self.config
+        models = sorted({src.ref for job in self.jobs for _, src, _ in job.sources})
+        lines = [f"merge method: {cfg.merge_method}",
+                 f"base model:   {cfg.base_model or '(none)'}",
+                 f"models:       {', '.join(models)}",
+                 f"tensors:      {len(self.jobs)} in {len(self.shards)} shard(s), "
+                 f"{self.total_bytes / 1024**3:.2f} GiB, {self.num_layers} layers",
+                 f"dtype:        {str(self.jobs[0].dtype).replace('torch.', '') if self.jobs else '?'}",
+                 f"tokenizer:    {self.tokenizer.ref if self.tokenizer else '(none)'}",
+                 f"output:       {self.out_dir}"]
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def _open(refs: dict[str, ModelSource], ref: str) -> ModelSource:
+    if ref not in refs:
+        refs[ref] = ModelSource(ref)
+    return refs[ref]
+
+
+def _check_shapes(job_name: str, ref: ModelSource, ref_name: str, others: list[tuple[ModelSource, str]]) -> tuple:
+    shape = ref.meta[ref_name][0]
+    for src, name in others:
+        if name not in src.meta:
+            raise ModelError(f"tensor {name} is missing from model {src.ref!r}",
+                             "merge models of the same architecture")
+        if src.meta[name][0] != shape:
+            raise ModelError(f"tensor {job_name} has shape {list(shape)} in {ref.ref!r} but "
+                             f"{list(src.meta[name][0])} in {src.ref!r}", "merge models of the same architecture")
+    return shape
+
+
+def _order_key(name: str) -> tuple:
+    match = LAYER_RE.search(name)
+    if match:
+        return (1, int(match.group(1)), name)
+    return (0 if "embed" in name else 2, 0, name)
+
+
+def build_plan(config: MergeConfig, out_dir: Path, *, dtype: str | None = None,
+               shard_size: int = DEFAULT_SHARD_SIZE) -> MergePlan:
+    """Open every model's headers, check names and shapes, and lay the output tensors out in shards."""
+    refs: dict[str, ModelSource] = {}
+    out_dtype_name = dtype or config.dtype
+    if out_dtype_name is not None and out_dtype_name not in TORCH_DTYPES:
+        raise ConfigError(f"unknown dtype {out_dtype_name!r}", f"valid dtypes: {', '.join(TORCH_DTYPES)}")
+    jobs: list[TensorJob] = []
+
+    def add(name, t, base_ref, base_name, entries, scopes, ref_src, ref_name):
+        base = (_open(refs, base_ref), base_name) if base_ref else None
+        sources = [(e, _open(refs, e.model), n) for e, n in entries]
+        others = ([base] if base else []) + [(s, n) for _, s, n in sources]
+        shape = _check_shapes(name, ref_src, ref_name, others)
+        st_dtype = (base[0] if base else sources[0][1]).meta[base_name if base else sources[0][2]][1]
+        out_dtype = TORCH_DTYPES[out_dtype_name] if out_dtype_name else FROM_ST.get(st_dtype, torch.float32)
+        jobs.append(TensorJob(name, t, base, sources, scopes, shape, out_dtype))
+
+    if config.slices is None:
+        base_ref = config.base_model
+        reference = _open(refs, base_ref or config.models[0].model)
+        for entry in config.models:
+            _open(refs, entry.model)
+        num_layers = reference.num_layers
+        merged = config.non_base(config.models, base_ref)
+        use_base = base_ref if config.method.requires_base else None
+        for name in sorted(reference.meta, key=_order_key):
+            _, t = tensor_position(name, num_layers)
+            add(name, t, use_base, name, [(e, name) for e in merged], [config.parameters], reference, name)
+    else:
+        reference = _open(refs, config.slices[0].base_model or config.slices[0].sources[0].model)
+        num_layers = 0
+        out_layer = 0
+        first, last = config.slices[0], config.slices[-1]
+        prefix_jobs: list[tuple] = []
+        for spec in config.slices:
+            scopes = [spec.parameters, config.parameters]
+            slice_ref = _open(refs, spec.sources[0].model)
+            start = spec.sources[0].layer_range[0]
+            merged = config.non_base(spec.sources, spec.base_model)
+            base_ref = spec.base_model if config.method.requires_base else None
+            base_entry = next((s for s in spec.sources if s.model == base_ref), None)
+            base_start = base_entry.layer_range[0] if base_entry else start
+            for idx in range(spec.num_layers):
+                t = idx / (spec.num_layers - 1) if spec.num_layers > 1 else 1.0
+                for name in sorted(slice_ref.meta, key=_order_key):
+                    match = LAYER_RE.search(name)
+                    if not match or int(match.group(1)) != start + idx:
+                        continue
+
+                    def at(layer, name=name, match=match):
+                        return name[:match.start(1)] + str(layer) + name[match.end(1):]
+
+                    add(at(out_layer), t, base_ref, at(base_start + idx),
+                        [(e, at(e.layer_range[0] + idx)) for e in merged], scopes, slice_ref, name)
+                out_layer += 1
+        num_layers = out_layer
+        for spec, wanted in ((first, True), (last, False)):  # embeddings from the first slice, the rest from the last
+            base_ref = spec.base_model if config.method.requires_base else None
+            src = _open(refs, spec.sources[0].model)
+            for name in sorted(src.meta, key=_order_key):
+                if LAYER_RE.search(name) or (_order_key(name)[0] == 0) != wanted:
+                    continue
+                _, t = tensor_position(name, num_layers)
+                entries = [(e, name) for e in config.non_base(spec.sources, spec.base_model)]
+                prefix_jobs.append((name, t, base_ref, name, entries, [spec.parameters, config.parameters], src, name))
+        layer_jobs, jobs[:] = list(jobs), []
+        for args in prefix_jobs:
+            add(*args)
+        pre = [j for j in jobs if _order_key(j.name)[0] == 0]
+        post = [j for j in jobs if _order_key(j.name)[0] != 0]
+        jobs[:] = pre + layer_jobs + post
+
+    shards: list[list[TensorJob]] = [[]]
+    size = 0
+    for job in jobs:
+        if shards[-1] and size + job.nbytes > shard_size:
+            shards.append([])
+            size = 0
+        shards[-1].append(job)
+        size += job.nbytes
+
+    tokenizer, warnings = None, []
+    tok_ref = config.tokenizer_source
+    if tok_ref in (None, "base"):
+        tok_ref = config.base_model or (config.models[0].model if config.models else reference.ref)
+    tok_src = _open(refs, tok_ref) if tok_ref not in refs else refs[tok_ref]
+    if any((tok_src.path / f).is_file() for f in TOKENIZER_FILES):
+        tokenizer = tok_src
+    else:
+        warnings.append(f"model {tok_ref!r} has no tokenizer files; the output has none")
+    return MergePlan(config, out_dir, jobs, shards, reference, tokenizer, num_layers, warnings)
+
+
+# -- writing -------------------------------------------------------------------------------------------
+def _shard_header(jobs: list[TensorJob]) -> bytes:
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for job in jobs:
+        header[job.name] = {"dtype": ST_DTYPES[job.dtype], "shape": list(job.shape),
+                            "data_offsets": [offset, offset + job.nbytes]}
+        offset += job.nbytes
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text
+
+
+def _tensor_bytes(tensor: torch.Tensor):
+    return tensor.contiguous().view(-1).view(torch.uint8).numpy().data
+
+
+def _model_card(plan: MergePlan) -> str:
+    cfg = plan.config
+    recipe = yaml.safe_dump(cfg.raw, sort_keys=False).rstrip()
+    bases = {src.ref for job in plan.jobs for _, src, _ in job.sources}
+    bases = sorted(bases | ({cfg.base_model} if cfg.base_model else set()))
+    front = yaml.safe_dump({"base_model": bases, "library_name": "transformers", "tags": ["merge", "evosuite"]},
+                           sort_keys=False).rstrip()
+    return (f"---\n{front}\n---\n\n# Merged model\n\nThis model was merged with evosuite's `{cfg.merge_method}` "
+            f"method ({cfg.method.description or cfg.merge_method}).\n\n## Models\n\n"
+            + "".join(f"- {b}\n" for b in bases)
+            + f"\n## Recipe\n\n```yaml\n{recipe}\n```\n")
+
+
+def _write(plan: MergePlan, tmp: Path, *, seed: int, device: str, progress: Progress | None) -> None:
+    method = plan.config.method
+    takes_deltas = bool(getattr(method, "takes_deltas", False))
+    work = Scratch("cpu")
+    dev = torch.device(device)
+    on_cpu = dev.type == "cpu"
+    dev_work = work if on_cpu else Scratch(dev)  # inputs are read on the CPU, then copied to the device
+    total, done = len(plan.jobs), 0
+    names = [f"model-{i + 1:05d}-of-{len(plan.shards):05d}.safetensors" for i in range(len(plan.shards))]
+    weight_map = {}
+    for shard, file_name in zip(plan.shards, names):
+        with open(tmp / file_name, "wb") as f:
+            f.write(_shard_header(shard))
+            for job in shard:
+                numel = int(torch.Size(job.shape).numel())
+                base = None
+                staging = work.get("staging", numel * 8, torch.uint8)
+                if job.base is not None:
+                    src, name = job.base
+                    base = src.read_into(name, work.get("base", numel), staging)
+                    if not on_cpu:
+                        base = dev_work.get("base", numel).copy_(base)
+                inputs = []
+                for i, (_, src, name) in enumerate(job.sources):
+                    x = src.read_into(name, work.get(f"src{i}", numel), staging)
+                    if not on_cpu:
+                        x = dev_work.get(f"src{i}", numel).copy_(x)
+                    if takes_deltas:
+                        x.sub_(base)
+                    inputs.append(x)
+                model_params = [resolve_parameters(method.model_parameters, [entry.parameters, *job.scopes],
+                                                   job.name, job.t, owner=f"model {entry.model!r}")
+                                for entry, _, _ in job.sources]
+                global_params = resolve_parameters(method.global_parameters, job.scopes, job.name, job.t,
+                                                   owner="the merge")
+                out = merge_tensor(method, job.name, base, inputs, model_params, global_params, seed=seed,
+                                   out=dev_work.get("out", numel), work=dev_work, shape=job.shape)
+                result = out if job.dtype == torch.float32 else out.to(job.dtype)
+                f.write(_tensor_bytes(result.cpu()))
+                weight_map[job.name] = file_name
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+    index = {"metadata": {"total_size": plan.total_bytes}, "weight_map": dict(sorted(weight_map.items()))}
+    (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+    config = json.loads(json.dumps(plan.reference.config))
+    if config:
+        if plan.config.slices is not None:
+            target = config["text_config"] if "num_hidden_layers" not in config and "text_config" in config else config
+            target["num_hidden_layers"] = plan.num_layers
+        if plan.jobs:
+            dtype_name = str(plan.jobs[0].dtype).replace("torch.", "")
+            config["torch_dtype"] = dtype_name
+            if "dtype" in config:
+                config["dtype"] = dtype_name
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    if (plan.reference.path / "generation_config.json").is_file():
+        shutil.copy2(plan.reference.path / "generation_config.json", tmp / "generation_config.json")
+    if plan.tokenizer is not None:
+        for name in TOKENIZER_FILES:
+            if (plan.tokenizer.path / name).is_file():
+                shutil.copy2(plan.tokenizer.path / name, tmp / name)
+    (tmp / "README.md").write_text(_model_card(plan))
+
+
+def _sources(plan: MergePlan) -> list[ModelSource]:
+    found = [plan.reference] + ([plan.tokenizer] if plan.tokenizer else [])
+    for job in plan.jobs:
+        found += ([job.base[0]] if job.base else []) + [src for _, src, _ in job.sources]
+    return found
+
+
+def merge_from_config(config: str | Path | Mapping[str, Any] | MergeConfig, out_dir: str | Path, *,
+                      dtype: str | None = None, device: str = "cpu", shard_size: int = DEFAULT_SHARD_SIZE,
+                      seed: int = 0, force: bool = False, dry_run: bool = False,
+                      progress: Progress | None = None, threads: int | None = None) -> Path | MergePlan:
+    """Merge the models of a mergekit YAML config into a Hugging Face model directory ``out_dir``.
+
+    ``dtype`` overrides the config's; ``shard_size`` is in bytes; ``seed`` fixes random methods;
+    ``force`` replaces an existing ``out_dir``; ``dry_run`` validates everything and returns the
+    ``MergePlan`` without writing; ``progress(done, total)`` is called per tensor; ``threads`` sets
+    torch's thread count for the merge (restored after). Returns the output path.
+    """
+    cfg = config if isinstance(config, MergeConfig) else load_config(config)
+    out = Path(out_dir).expanduser().absolute()
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not force:
+        raise ConfigError(f"output directory {out} already exists", "pass --force to replace it")
+    if shard_size <= 0:
+        raise ConfigError(f"shard size {shard_size} is not positive", "give a size in bytes, e.g. 5000000000")
+    plan = build_plan(cfg, out, dtype=dtype, shard_size=shard_size)
+    if dry_run:
+        return plan
+    for warning in plan.warnings:
+        print(f"Warning: {warning}", file=sys.stderr)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.evosuite-tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    previous_threads = torch.get_num_threads()
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            with torch.inference_mode():
+                _write(plan, tmp, seed=seed, device=device, progress=progress)
+        finally:
+            for source in {id(s): s for s in _sources(plan)}.values():
+                source.close()
+        if out.exists():
+            old = out.parent / f".{out.name}.evosuite-old-{os.getpid()}"
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        torch.set_num_threads(previous_threads)
+    return out

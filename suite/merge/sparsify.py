@@ -1,0 +1,167 @@
+"""Trimming of task vectors (the "sparsify" step of TIES, DARE, breadcrumbs and DELLA), in place.
+
+Every function takes a flat float32 ``delta`` (one task vector of one tensor), zeroes the entries it
+drops, optionally rescales what is left so that its L1 norm equals the original's (mergekit's
+``rescale``: factor ``sum|delta| / sum|kept|``, skipped when either is below 1e-7), and returns ``delta``.
+``work`` is a ``Scratch`` whose buffers are reused from tensor to tensor so that a merge does not
+allocate per call. Random trimming draws from the ``torch.Generator`` it is given, so a seed fixes it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+RESCALE_EPS = 1e-7
+
+
+class Scratch:
+    """Named, growing scratch buffers: ``get(name, numel, dtype)`` returns a flat view, reused next time."""
+
+    def __init__(self, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self._buffers: dict[tuple[str, torch.dtype], torch.Tensor] = {}
+
+    def get(self, name: str, numel: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        key = (name, dtype)
+        buf = self._buffers.get(key)
+        if buf is None or buf.numel() < numel:
+            buf = torch.empty(numel, dtype=dtype, device=self.device)
+            self._buffers[key] = buf
+        return buf[:numel]
+
+    def nbytes(self) -> int:
+        return sum(b.numel() * b.element_size() for b in self._buffers.values())
+
+
+def _rescale_(delta: torch.Tensor, before: float) -> torch.Tensor:
+    after = float(delta.abs().sum())
+    if before < RESCALE_EPS or after < RESCALE_EPS:
+        return delta
+    return delta.mul_(before / after)
+
+
+def kth_largest(values: torch.Tensor, k: int) -> tuple[float, int]:
+    """(t, c): the k-th largest entry t of a flat float tensor (k counted from 1), exactly, and the number
+    c of entries >= t (more than k when t is tied).
+
+    A full ``kthvalue`` on tens of millions of entries is slow; a strided sample brackets the answer
+    first and only the entries inside the bracket are selected exactly (falls back to the full
+    selection when the bracket misses).
+    """
+    n = values.numel()
+    if not 1 <= k <= n:
+        raise ValueError(f"k={k} out of range for {n} values")
+    if n > (1 << 18):
+        step = n // 16384
+        sample = values[::step].sort(descending=True).values
+        s = sample.numel()
+        q = k / n
+        margin = 0.004 + 6.0 * math.sqrt(q * (1.0 - q) / s)
+        hi = float(sample[int((q - margin) * s)]) if q - margin > 0 else math.inf
+        lo = float(sample[min(s - 1, int((q + margin) * s))]) if q + margin < 1 else -math.inf
+        inside = values >= lo
+        above = 0
+        if hi != math.inf:
+            upper = values > hi
+            above = int(torch.count_nonzero(upper))
+            inside.logical_and_(upper.logical_not_())  # bool passes are cheap, float compares are not
+        need = k - above
+        if need >= 1:
+            band = values[inside]
+            if need <= band.numel():
+                t = float(torch.kthvalue(band, band.numel() - need + 1).values)
+                return t, above + int(torch.count_nonzero(band >= t))
+    t = float(torch.kthvalue(values, n - k + 1).values)
+    return t, int(torch.count_nonzero(values >= t))
+
+
+def _keep_top_k_(delta: torch.Tensor, mag: torch.Tensor, k: int, drop: torch.Tensor) -> torch.Tensor:
+    """Zero all but the k entries of largest ``mag``; ``drop`` is a bool scratch of the same size.
+    (``masked_fill_`` rather than a multiplication by a bool mask: the latter is several times slower.)"""
+    threshold, count = kth_largest(mag, k)
+    torch.lt(mag, threshold, out=drop)
+    if count > k and threshold > 0:
+        # Several entries tie at the threshold and only some fit. Which ones mergekit keeps is decided by
+        # torch.argsort's order among equal values (deterministic for a given torch build, whatever the
+        # thread count), so ask the same sort: slow, but only for the rare tensors with such a tie.
+        drop.fill_(True)
+        drop[torch.argsort(mag, descending=True)[:k]] = False
+    return delta.masked_fill_(drop, 0.0)
+
+
+def magnitude_(delta: torch.Tensor, density: float, *, rescale: bool = False, work: Scratch | None = None):
+    """TIES trimming: keep the k = max(1, int(density * numel)) largest |delta| over the whole tensor."""
+    if density >= 1:
+        return delta
+    work = work or Scratch(delta.device)
+    n = delta.numel()
+    k = max(1, int(density * n))
+    mag = torch.abs(delta, out=work.get("mag", n))
+    before = float(mag.sum()) if rescale else 0.0
+    _keep_top_k_(delta, mag, k, work.get("keep", n, torch.bool))
+    return _rescale_(delta, before) if rescale else delta
+
+
+def random_(delta: torch.Tensor, density: float, *, generator: torch.Generator, rescale: bool = True,
+            work: Scratch | None = None):
+    """DARE trimming: keep each entry with probability ``density`` (then the L1 rescale, by default)."""
+    if density >= 1:
+        return delta
+    work = work or Scratch(delta.device)
+    n = delta.numel()
+    before = float(delta.abs().sum()) if rescale else 0.0
+    draws = torch.rand(n, generator=generator, out=work.get("rand", n), device=delta.device)
+    delta.masked_fill_(torch.ge(draws, density, out=work.get("keep", n, torch.bool)), 0.0)
+    return _rescale_(delta, before) if rescale else delta
+
+
+def breadcrumbs_(delta: torch.Tensor, density: float, gamma: float = 0.01, *, rescale: bool = False,
+                 work: Scratch | None = None):
+    """Breadcrumbs trimming: drop the ``gamma`` fraction of largest |delta| and the smallest, keeping
+    int(density * numel) entries (fewer top entries are dropped when both do not fit)."""
+    if density >= 1:
+        return delta
+    work = work or Scratch(delta.device)
+    n = delta.numel()
+    target = int(density * n)
+    n_top = int(gamma * n)
+    n_bot = n - target - n_top
+    if n_bot < 0:
+        n_top += n_bot
+        n_bot = 0
+    mag = torch.abs(delta, out=work.get("mag", n))
+    before = float(mag.sum()) if rescale else 0.0
+    keep = work.get("keep", n, torch.bool)
+    if target <= 0:
+        delta.zero_()
+        return delta
+    # entries ranked n_bot+1 .. n-n_top by increasing magnitude survive
+    lo = kth_largest(mag, n - n_bot)[0] if n_bot > 0 else -math.inf
+    hi = kth_largest(mag, n_top + 1)[0] if n_top > 0 else math.inf
+    drop = torch.lt(mag, lo, out=keep)
+    drop |= mag > hi
+    delta.masked_fill_(drop, 0.0)
+    return _rescale_(delta, before) if rescale else delta
+
+
+def della_(delta: torch.Tensor, density: float, epsilon: float, *, shape: tuple[int, ...],
+           generator: torch.Generator, rescale: bool = True, work: Scratch | None = None):
+    """DELLA (MagPrune) trimming: within each row, keep an entry with probability growing linearly with
+    its magnitude rank, from density - epsilon (smallest) to density + epsilon (largest)."""
+    if density >= 1:
+        return delta
+    if density <= 0:
+        return delta.zero_()
+    rows = delta.view(-1, shape[-1]) if len(shape) >= 2 else delta.view(1, -1)
+    before = float(delta.abs().sum()) if rescale else 0.0
+    cols = rows.shape[1]
+    order = rows.abs().argsort(dim=1)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(cols, device=delta.device).expand_as(order))
+    rank_norm = ranks.to(torch.float32) / max(1, cols - 1)
+    probs = rank_norm.mul_(2 * epsilon).add_(density - epsilon)
+    draws = torch.rand(rows.shape, generator=generator, device=delta.device)
+    rows.masked_fill_(draws >= probs, 0.0)
+    return _rescale_(delta, before) if rescale else delta
