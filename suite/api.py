@@ -47,6 +47,10 @@ class LoadedModel:
         self.name_or_path = name_or_path
         self.processor = processor
 
+    def supports(self, modality: str) -> bool:
+        """Whether the model can take a benchmark of ``modality`` (a VLM also answers text-only prompts)."""
+        return modality == self.modality or (modality == "text" and self.modality == "image-text")
+
     @property
     def num_layers(self) -> int:
         """Number of transformer layers of the mergeable language model."""
@@ -86,6 +90,11 @@ class ModelAdapter:
     def detect(self, config: Mapping[str, Any]) -> bool:
         """True when this adapter loads a model whose ``config.json`` is ``config``."""
         raise NotImplementedError
+
+    def detect_path(self, name_or_path: str) -> bool:
+        """True when this adapter claims a model from its path alone (checked before ``config.json`` is read:
+        for families without a transformers config, such as OpenCLIP's ``open_clip_config.json``)."""
+        return False
 
     def load(
         self,
@@ -180,6 +189,13 @@ class Benchmark:
     def score(self, items: Sequence[Mapping[str, Any]], predictions: Sequence[str], *, split: str) -> BenchmarkResult:
         """Score predictions against the items' references."""
         raise NotImplementedError
+
+    #: Optional: ``item_scores(items, predictions) -> list[float]``, each item's contribution in [0, 1] when
+    #: the headline score is (or is well approximated by) their mean. A benchmark that defines it gets racing
+    #: (``fitness: {racing: true}``: a candidate's evaluation stops once it cannot beat the elite); one that
+    #: leaves it None is always scored whole with ``score``. Items are scored independently: the per-item
+    #: scores of a chunk must not depend on the other items.
+    item_scores: ClassVar[Callable[..., list[float]] | None] = None
 
     def evaluate(
         self,

@@ -10,11 +10,17 @@ from evosuite.plugin_manager import get_host
 
 
 def find_adapter(name_or_path: str, *, trust_remote_code: bool = False):
-    """The registered adapter whose ``detect`` accepts the model's config."""
+    """The registered adapter that claims the model: first any whose optional ``detect_path(name_or_path)``
+    accepts the path or id itself (for families without a ``config.json``, e.g. OpenCLIP directories), then
+    the one whose ``detect`` accepts the model's ``config.json``."""
     from evosuite.plugins.hf_models import read_config
 
-    config = read_config(name_or_path, trust_remote_code=trust_remote_code)
     registry = get_host().registry("models")
+    for _, adapter in registry:
+        detect_path = getattr(adapter, "detect_path", None)
+        if detect_path is not None and detect_path(str(name_or_path)):
+            return adapter
+    config = read_config(name_or_path, trust_remote_code=trust_remote_code)
     for _, adapter in registry:
         if adapter.detect(config):
             return adapter

@@ -121,9 +121,10 @@ def _execute(plan: Plan, store: RunStore, reporter: Reporter, *, save_model: boo
     reporter.stage("loading models")
     models, base = _load_models(config, reporter)
     carrier = models[config.carrier_name()]
-    if benchmark.modality == "image-text" and carrier.modality != "image-text":
-        raise ConfigError(f"benchmark {benchmark.name!r} needs images but the carrier {config.carrier_name()!r} "
-                          "is a text model", "set carrier to the VLM source")
+    if not carrier.supports(benchmark.modality):
+        raise ConfigError(f"benchmark {benchmark.name!r} takes {benchmark.modality} models but the carrier "
+                          f"{config.carrier_name()!r} is {carrier.modality}",
+                          "set carrier to a source of the benchmark's kind (for images: the VLM source)")
     search_items = benchmark.items(benchmark.search_split, limit=config.search_limit, seed=config.seed)
 
     results: dict[str, tuple[Any, Any]] = {}  # stage label -> (space, best evaluation)

@@ -340,8 +340,8 @@ def eval_command(models, benchmark_names, limit, subset_seed, config_path, adapt
                            device=device or config.get("device", "cpu"), trust_remote_code=trust_remote_code,
                            allow_pickle=allow_pickle)
         for name, bench in benchmarks.items():
-            if bench.modality == "image-text" and model.modality != "image-text":
-                reason = f"{name} needs images; {model_name} is a {model.modality} model"
+            if not model.supports(bench.modality):
+                reason = f"{name} takes {bench.modality} models; {model_name} is a {model.modality} model"
                 err.print(f"skipped: {reason}")
                 skipped.append({"model": model_name, "benchmark": name, "reason": reason})
                 continue
