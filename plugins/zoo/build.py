@@ -1,0 +1,122 @@
+"""Build (or reuse) the seeded zoo: two small bilingual worlds, their models, target tasks and a score table.
+
+Two worlds, each with its own base: ``vqa/*`` (coloured-shape images; base, ja, vlm) and ``math/*``
+(arithmetic word problems; base, ja, math). Both share one tokenizer. Training runs in two worker
+processes with one torch thread each (two threads in one process ran many times slower here).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Callable
+
+from evosuite.cache import cache_dir
+
+ZOO_VERSION = 1
+MODULES = ("build.py", "world.py", "tokenizer.py", "train.py", "prompts.py", "scoring.py", "jobs.py")
+
+RECIPES: dict[str, dict] = {
+    "full": {
+        "hidden": 128, "layers": 4, "n_search": 300, "n_test": 400, "table_limit": None,
+        "vqa": {"base_steps": 600, "base_lr": 2e-3, "vlm_frozen_steps": 300, "vlm_frozen_lr": 3e-3,
+                "vlm_steps": 200, "vlm_lr": 1e-3, "ja_steps": 150, "ja_lr": 1e-3},
+        "math": {"base_steps": 600, "base_lr": 6e-3, "math_steps": 250, "math_lr": 1e-3, "math_ja_share": 0.3,
+                 "ja_steps": 150, "ja_lr": 1e-3, "ja_en_frame_share": 0.3},
+    },
+    "test": {
+        "hidden": 64, "layers": 2, "n_search": 300, "n_test": 300, "table_limit": 60,
+        "vqa": {"base_steps": 60, "base_lr": 3e-3, "vlm_frozen_steps": 20, "vlm_frozen_lr": 3e-3,
+                "vlm_steps": 20, "vlm_lr": 1e-3, "ja_steps": 20, "ja_lr": 1e-3},
+        "math": {"base_steps": 60, "base_lr": 6e-3, "math_steps": 20, "math_lr": 1e-3, "math_ja_share": 0.3,
+                 "ja_steps": 20, "ja_lr": 1e-3, "ja_en_frame_share": 0.3},
+    },
+}
+
+
+def recipe_hash(variant: str) -> str:
+    """Changes when the recipe or any zoo module changes, so a stale cache is never reused."""
+    h = hashlib.sha256(json.dumps(RECIPES[variant], sort_keys=True).encode())
+    here = Path(__file__).parent
+    for name in MODULES:
+        h.update((here / name).read_bytes())
+    return h.hexdigest()[:10]
+
+
+def zoo_path(variant: str = "full", seed: int = 0) -> Path:
+    return cache_dir() / "zoo" / f"v{ZOO_VERSION}-{recipe_hash(variant)}" / f"{variant}-seed{seed}"
+
+
+def build_zoo(variant: str = "full", *, seed: int = 0, root: Path | None = None,
+              progress: Callable[[str], None] | None = None, force: bool = False) -> Path:
+    """Return the zoo directory, building it first when it is missing (or ``force``)."""
+    if variant not in RECIPES:
+        raise ValueError(f"unknown zoo variant {variant!r}; known: {sorted(RECIPES)}")
+    say = progress or (lambda msg: None)
+    root = Path(root) if root is not None else zoo_path(variant, seed)
+    if (root / "zoo.json").exists() and not force:
+        say(f"zoo: reusing {root}")
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    # Build beside the target and rename: a crash leaves only a ``.tmp-*`` folder, never a half zoo.
+    tmp = root.parent / f".tmp-{root.name}-{os.getpid()}-{time.time_ns()}"
+    try:
+        _build_into(tmp, variant, seed, say)
+        if root.exists():
+            old = root.parent / f".old-{root.name}-{os.getpid()}-{time.time_ns()}"
+            os.rename(root, old)
+            os.rename(tmp, root)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, root)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def _build_into(out: Path, variant: str, seed: int, say: Callable[[str], None]) -> None:
+    from . import jobs
+
+    t0 = time.time()
+    recipe = RECIPES[variant]
+    out.mkdir(parents=True)
+    jobs.write_tokenizer(out)
+    ctx = get_context("spawn")  # fresh interpreters: fork after torch import can deadlock OpenMP
+    with ProcessPoolExecutor(2, mp_context=ctx, initializer=jobs.one_thread) as pool:
+        bases = {w: pool.submit(jobs.train_base, str(out), w, recipe, seed) for w in ("vqa", "math")}
+        say("zoo: building tasks")
+        tasks = jobs.write_tasks(out, recipe, seed)
+        # The VLM is the longest job: start it as soon as its base exists.
+        bases["vqa"].result()
+        say(f"zoo: vqa/base trained ({time.time() - t0:.0f}s)")
+        experts = [pool.submit(jobs.train_vlm, str(out), recipe, seed)]
+        bases["math"].result()
+        say(f"zoo: math/base trained ({time.time() - t0:.0f}s)")
+        experts += [pool.submit(jobs.train_expert, str(out), "math", "math", recipe, seed),
+                    pool.submit(jobs.train_expert, str(out), "vqa", "ja", recipe, seed),
+                    pool.submit(jobs.train_expert, str(out), "math", "ja", recipe, seed)]
+        for f in experts:
+            say(f"zoo: {f.result()} trained ({time.time() - t0:.0f}s)")
+        tables = [pool.submit(jobs.score_vqa, str(out), recipe), pool.submit(jobs.score_math, str(out), recipe)]
+        table = {"zoo-ja-vqa": tables[0].result(), "zoo-ja-math": tables[1].result()}
+    models = {
+        "vqa/base": ("causal-lm", "base"), "vqa/ja": ("causal-lm", "ja"), "vqa/vlm": ("llava", "vlm"),
+        "math/base": ("causal-lm", "base"), "math/ja": ("causal-lm", "ja"), "math/math": ("causal-lm", "math"),
+    }
+    checks = jobs.check_table(table)
+    meta = {
+        "version": ZOO_VERSION, "variant": variant, "seed": seed, "recipe_hash": recipe_hash(variant),
+        "models": {n: {"path": n, "kind": k, "role": r} for n, (k, r) in models.items()},
+        "worlds": {"zoo-ja-vqa": {"base": "vqa/base", "ja": "vqa/ja", "vlm": "vqa/vlm"},
+                   "zoo-ja-math": {"base": "math/base", "ja": "math/ja", "math": "math/math"}},
+        "tasks": tasks, "table": table, "checks": checks, "build_seconds": round(time.time() - t0, 1),
+    }
+    (out / "zoo.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+    say(jobs.format_table(table, checks))
+    say(f"zoo: built {variant} seed {seed} in {time.time() - t0:.0f}s")
