@@ -85,6 +85,20 @@ class ZooJapaneseVQA(ZooBenchmark):
                    "rougeL_ja_low": rouge.rougeL_ja_low / 100, "rougeL_ja_high": rouge.rougeL_ja_high / 100}
         return BenchmarkResult(self.name, split, metrics["rougeL_ja"], metrics, per_item)
 
+    def item_scores(self, items, predictions):
+        """Per-item strict-Japanese ROUGE-L F (0-1), as ``japanese_rouge_l`` scores each item but without its
+        bootstrap (racing calls this per chunk); their plain mean approximates the bootstrap mid headline."""
+        from evosuite.benchmarks.metrics.language import JA_THRESHOLD, japanese_probability
+        from evosuite.benchmarks.metrics.rouge_ja import _scorer
+
+        scorer, out = _scorer(), []
+        for item, prediction in zip(items, predictions):
+            reference = item["answer"]
+            if japanese_probability(prediction) < JA_THRESHOLD and japanese_probability(reference) >= JA_THRESHOLD:
+                prediction = ""  # the strict-Japanese rule: a non-Japanese answer to a Japanese reference
+            out.append(float(scorer.score(reference, prediction)["rougeL"].fmeasure))
+        return out
+
 
 class ZooJapaneseMath(ZooBenchmark):
     name = "zoo-ja-math"
@@ -107,6 +121,14 @@ class ZooJapaneseMath(ZooBenchmark):
                     for item, record in zip(items, scores["per_item"])]
         metrics = {"acc_ja": scores["acc_ja"], "acc": scores["acc"]}
         return BenchmarkResult(self.name, split, metrics[self.metric], metrics, per_item)
+
+    def item_scores(self, items, predictions):
+        """1.0 per item answered right (in Japanese for ``acc_ja``): their mean is the headline exactly."""
+        from evosuite.benchmarks.metrics import mgsm_scores
+
+        key = "correct_ja" if self.metric == "acc_ja" else "correct"
+        scores = mgsm_scores(list(predictions), [item["answer_number"] for item in items])
+        return [1.0 if record[key] else 0.0 for record in scores["per_item"]]
 
 
 @hookimpl

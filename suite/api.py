@@ -25,6 +25,10 @@ def check_options(kind: str, name: str, given: Mapping[str, Any], valid: Mapping
             f"valid options: {', '.join(sorted(valid)) or 'none'}",
         )
 
+#: What a model takes and a benchmark needs: text prompts, images with text prompts (VLMs), or images to
+#: classify against class texts (CLIP-style models).
+MODALITIES = ("text", "image-text", "image-classification")
+
 #: ``progress(done, total)``: called by long operations so the UI can draw a bar.
 Progress = Callable[[int, int], None]
 
@@ -39,7 +43,7 @@ class LoadedModel:
     """
 
     adapter: str = ""
-    #: ``"text"`` or ``"image-text"``: what ``generate`` accepts.
+    #: One of ``MODALITIES``: what the model takes.
     modality: str = "text"
 
     def __init__(self, module, *, name_or_path: str, processor=None):
@@ -166,7 +170,7 @@ class Benchmark:
     description: ClassVar[str] = ""
     #: The metric whose value is ``BenchmarkResult.score``.
     metric: ClassVar[str] = ""
-    #: ``"text"`` or ``"image-text"``: what a model must accept to take this benchmark.
+    #: One of ``MODALITIES``: what a model must take to be scored on this benchmark.
     modality: ClassVar[str] = "text"
     splits: ClassVar[tuple[str, ...]] = ("test",)
     search_split: ClassVar[str] = "test"

@@ -9,9 +9,7 @@ ends exactly where an uninterrupted one would.
 from __future__ import annotations
 
 import math
-import time
-import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from evosuite.api import Optimizer, Progress
@@ -32,6 +30,8 @@ class Evaluation:
     seconds: float
     error: str | None = None
     replayed: bool = False
+    #: More fields for the log record (items scored, racing...), given by the fitness function.
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def failed(self) -> bool:
@@ -40,7 +40,7 @@ class Evaluation:
     def record(self) -> dict[str, Any]:
         return {"stage": self.stage, "generation": self.generation, "index": self.index, "genome": self.genome,
                 "fitness": None if self.failed else self.fitness, "seconds": round(self.seconds, 4),
-                "error": self.error}
+                "error": self.error, **self.extra}
 
 
 class EvolutionEvents:
@@ -58,8 +58,16 @@ class TooManyFailures(EvosuiteError):
 
 
 class Evolver:
-    def __init__(self, *, stage: str, optimizer: Optimizer, evaluate: Evaluate, store: RunStore, budget: int,
-                 events: EvolutionEvents | None = None, max_consecutive_failures: int = 10):
+    """``pool`` (an ``evosuite.parallel.Evaluator``) evaluates a generation's candidates, possibly on several
+    workers at once; without one, ``evaluate`` runs in this process one candidate at a time. ``schedule``
+    (optional, see ``evosuite.fitness.Schedule``) gives each generation a context passed to ``evaluate``,
+    sees every evaluation in ask order, and may name the best one.
+    Either way evaluations are logged in ask order, so replaying the log on resume works the same.
+    """
+
+    def __init__(self, *, stage: str, optimizer: Optimizer, evaluate: Evaluate | None, store: RunStore, budget: int,
+                 events: EvolutionEvents | None = None, max_consecutive_failures: int = 10, pool=None,
+                 schedule=None):
         self.stage = stage
         self.optimizer = optimizer
         self.evaluate = evaluate
@@ -67,69 +75,121 @@ class Evolver:
         self.budget = budget
         self.events = events or EvolutionEvents()
         self.max_consecutive_failures = max_consecutive_failures
+        self.pool = pool
+        self.schedule = schedule
         self.history: list[Evaluation] = []
+        self._cache: dict[tuple, Evaluation] = {}
 
     def _logged(self) -> dict[tuple[int, int], dict[str, Any]]:
         return {(r["generation"], r["index"]): r for r in self.store.evaluations(self.stage)}
 
-    def _score(self, generation: int, index: int, genome: list[float]) -> Evaluation:
-        start = time.perf_counter()
-        try:
-            fitness = float(self.evaluate(genome, self.events.item_progress))
+    def _score(self, generation: int, index: int, genome: list[float], context=None) -> Evaluation:
+        from evosuite.parallel import Task, run_one
+
+        outcome = run_one(self.evaluate, Task((generation, index), genome, context), self.events.item_progress)
+        return self._evaluation(generation, index, genome, outcome)
+
+    def _evaluation(self, generation, index, genome, outcome) -> Evaluation:
+        value, error, extra = outcome.value, outcome.error, {}
+        if error is None:
+            if hasattr(value, "fitness"):
+                value, extra = value.fitness, dict(value.extra)
+            fitness = float(value)
             error = None if math.isfinite(fitness) else f"fitness is {fitness}"
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:  # any failing candidate is logged and ranked last; the run goes on
-            fitness, error = -math.inf, f"{type(exc).__name__}: {exc}"
-            if not isinstance(exc, EvosuiteError):
-                error += " | " + traceback.format_exc(limit=-1).strip().splitlines()[-1]
         if error is not None:
             fitness = -math.inf
-        return Evaluation(self.stage, generation, index, genome, fitness, time.perf_counter() - start, error)
+        return Evaluation(self.stage, generation, index, genome, fitness, outcome.seconds, error, extra=extra)
 
     def run(self) -> Evaluation:
         """Evaluate ``budget`` candidates (replaying logged ones) and return the best."""
         logged = self._logged()
-        best: Evaluation | None = None
-        count = generation = failures_in_a_row = 0
+        self._best: Evaluation | None = None
+        self._failures_in_a_row = 0
+        count = generation = 0
         while count < self.budget:
             genomes = [list(map(float, g)) for g in self.optimizer.ask()]
-            fitnesses: list[float] = []
-            for index, genome in enumerate(genomes):
-                if count >= self.budget:
-                    break
-                self.events.evaluation_started(generation, index, count, self.budget)
+            take = min(len(genomes), self.budget - count)
+            context = self.schedule.context(generation) if self.schedule is not None else None
+            ready: dict[int, Evaluation] = {}
+            pending = []
+            for index, genome in enumerate(genomes[:take]):
                 record = logged.get((generation, index))
                 if record is not None and _same_genome(record["genome"], genome):
-                    evaluation = Evaluation(self.stage, generation, index, genome,
-                                            -math.inf if record["fitness"] is None else record["fitness"],
-                                            record["seconds"], record["error"], replayed=True)
+                    extra = {k: v for k, v in record.items() if k not in _RECORD_KEYS}
+                    ready[index] = Evaluation(self.stage, generation, index, genome,
+                                              -math.inf if record["fitness"] is None else record["fitness"],
+                                              record["seconds"], record["error"], replayed=True, extra=extra)
                 elif record is not None:
                     raise EvosuiteError(
                         f"the run directory's log differs from what the optimizer asks at generation {generation}",
                         "resume with the same configuration and evosuite version, or start a new run directory",
                     )
+                elif (hit := self._cache.get(_cache_key(genome, context))) is not None:
+                    ready[index] = Evaluation(self.stage, generation, index, genome, hit.fitness, 0.0, None,
+                                              extra={**hit.extra, "cached": True})
                 else:
-                    evaluation = self._score(generation, index, genome)
-                    self.store.log_evaluation(evaluation.record())
-                count += 1
-                self.history.append(evaluation)
-                fitnesses.append(evaluation.fitness)
-                if not evaluation.failed and (best is None or evaluation.fitness > best.fitness):
-                    best = evaluation
-                failures_in_a_row = failures_in_a_row + 1 if evaluation.failed else 0
-                self.events.evaluation_finished(evaluation, best, count, self.budget)
-                if failures_in_a_row >= self.max_consecutive_failures:
-                    raise TooManyFailures(
-                        f"{failures_in_a_row} candidates in a row failed; the last: {evaluation.error}",
-                        f"see {self.store.path / 'evaluations.jsonl'}; fix the cause and `evosuite resume`",
-                    )
-            if len(fitnesses) == len(genomes):
-                self.optimizer.tell(genomes, fitnesses)
+                    pending.append(index)
+            self._count = count
+            state = {"flushed": 0, "take": take, "ready": ready, "context": context}
+            self._flush(state)
+            if self.pool is None:
+                for index in pending:
+                    self.events.evaluation_started(generation, index, count + state["flushed"], self.budget)
+                    ready[index] = self._score(generation, index, genomes[index], context)
+                    self._flush(state)
+            else:
+                from evosuite.parallel import Task
+
+                if pending:
+                    self.events.evaluation_started(generation, pending[0], count + state["flushed"], self.budget)
+                tasks = [Task((generation, i), genomes[i], context) for i in pending]
+                for outcome in self.pool.run(tasks, self.events.item_progress):
+                    _, index = outcome.key
+                    ready[index] = self._evaluation(generation, index, genomes[index], outcome)
+                    self._flush(state)
+            count += state["flushed"]
+            if take == len(genomes):
+                self.optimizer.tell(genomes, [ready[i].fitness for i in range(take)])
             generation += 1
+        best = self.schedule.best() if self.schedule is not None else None
+        best = best or self._best
         if best is None:
             raise TooManyFailures("every candidate failed", f"see {self.store.path / 'evaluations.jsonl'}")
         return best
+
+    def _flush(self, state: dict[str, Any]) -> None:
+        """Log and report, in ask order, every evaluation of the generation whose predecessors are done."""
+        ready = state["ready"]
+        while state["flushed"] < state["take"] and state["flushed"] in ready:
+            evaluation = ready[state["flushed"]]
+            if not evaluation.replayed:
+                self.store.log_evaluation(evaluation.record())
+            state["flushed"] += 1
+            self._finish(evaluation, self._count + state["flushed"], state["context"])
+
+    def _finish(self, evaluation: Evaluation, count: int, context) -> None:
+        self.history.append(evaluation)
+        if not evaluation.failed:
+            self._cache.setdefault(_cache_key(evaluation.genome, context), evaluation)
+            if self._best is None or evaluation.fitness > self._best.fitness:
+                self._best = evaluation
+        if self.schedule is not None:
+            self.schedule.observe(evaluation)
+        self._failures_in_a_row = self._failures_in_a_row + 1 if evaluation.failed else 0
+        self.events.evaluation_finished(evaluation, self._best, count, self.budget)
+        if self._failures_in_a_row >= self.max_consecutive_failures:
+            raise TooManyFailures(
+                f"{self._failures_in_a_row} candidates in a row failed; the last: {evaluation.error}",
+                f"see {self.store.path / 'evaluations.jsonl'}; fix the cause and `evosuite resume`",
+            )
+
+
+_RECORD_KEYS = {"stage", "generation", "index", "genome", "fitness", "seconds", "error"}
+
+
+def _cache_key(genome: Sequence[float], context) -> tuple:
+    frozen = tuple(sorted((k, v) for k, v in (context or {}).items()))
+    return tuple(round(float(x), 12) for x in genome), frozen
 
 
 def _same_genome(a: Sequence[float], b: Sequence[float]) -> bool:

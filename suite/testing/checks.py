@@ -15,6 +15,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from evosuite import hookspecs
 from evosuite.api import (
+    MODALITIES,
     Benchmark,
     BenchmarkResult,
     Experiment,
@@ -35,7 +36,6 @@ CONTRACTS: dict[str, tuple[type, bool, tuple[str, ...]]] = {
     "experiments": (Experiment, False, ("config",)),
 }
 
-MODALITIES = ("text", "image-text")
 
 
 @dataclass
@@ -256,9 +256,9 @@ def check_benchmark(benchmark: Any, model: Any, *, split: str | None = None, lim
     if split not in bench.splits:
         _fail(subject, [f"split {split!r} is not one of its splits {tuple(bench.splits)}"])
     loaded = _as_model(model)
-    if bench.modality == "image-text" and loaded.modality != "image-text":
-        raise ValueError(f"{subject} needs an image-text model; {loaded.name_or_path} is a {loaded.modality} model "
-                         "(use evosuite_tiny_vlm)")
+    if not loaded.supports(bench.modality):
+        raise ValueError(f"{subject} needs an {bench.modality} model; {loaded.name_or_path} is a "
+                         f"{loaded.modality} model (use a model of that kind, e.g. evosuite_tiny_vlm for images)")
 
     problems: list[str] = []
     items = bench.items(split, limit=limit)

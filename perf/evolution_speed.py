@@ -1,0 +1,219 @@
+"""P2: candidates evaluated per hour, evosuite's in-memory merging against a merge-to-disk-then-reload loop.
+
+    python perf/evolution_speed.py [--quick] [--candidates N] [--zoo DIR] [--no-fitness-demo] [--json FILE]
+
+Both loops score the same seeded genomes of the same PS space (the zoo's DARE-TIES, one density and
+weight per source) on the same benchmark items, interleaved candidate by candidate:
+
+* in-memory: ``space.candidate(genome)`` rewrites one resident model, then the benchmark runs on it;
+* disk: the candidate is exported (safetensors, config, tokenizer), loaded back with ``load_model`` and
+  scored: the loop of tools that merge with one program and evaluate with another.
+
+Their predictions must be identical (checked). With the tiny zoo (the default; ``--zoo DIR`` names a
+built one, else the test variant is built or reused) the benchmark is zoo-ja-vqa on its 300 search
+items; ``--quick`` uses tiny random models and a toy task instead (seconds).
+
+The cheaper-fitness demo (full mode only) runs the zoo's VLM experiment twice with one seed, scoring
+every item vs ``fitness: {subset: 40, grow: 1.3, racing: true, chunk: 10}``, and reports the share of
+items scored and whether the cheap run's held-out score lies in the full run's 95% bootstrap interval;
+``evosuite (cheap)`` candidates/hour is that run's search rate against the disk loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+TARGET = 5.0
+FITNESS = {"subset": 40, "grow": 1.3, "racing": True, "chunk": 10}
+#: The cheap run's held-out score "matches" when it lies inside the full run's 95% bootstrap interval of the
+#: held-out metric (sampling noise of the test split), or within this of it when the metric has none.
+MATCH_TOLERANCE = 0.01
+
+
+def quick_setup(root: Path):
+    """Three tiny random Llamas and a toy char-matching task (no zoo needed)."""
+    from evosuite.api import Benchmark, BenchmarkResult
+    from tests.factories import write_llm
+
+    paths = {name: write_llm(root / name, seed=seed) for name, seed in (("base", 0), ("a", 1), ("b", 2))}
+
+    class Toy(Benchmark):
+        name, metric, splits, search_split, test_split = "toy", "match", ("search",), "search", "search"
+
+        def items(self, split, *, limit=None, seed=None):
+            return [{"id": i, "prompt": f"q{i % 10} {chr(97 + i % 20)}:"} for i in range(limit or 24)]
+
+        def predict(self, model, items, *, progress=None):
+            return model.generate([i["prompt"] for i in items], max_new_tokens=8, batch_size=32)
+
+        def score(self, items, predictions, *, split):
+            s = sum(p.startswith("a") for p in predictions) / len(predictions)
+            return BenchmarkResult(self.name, split, s, {"match": s})
+
+    return paths, ["a", "b"], "base", Toy(), {"method": "dare_ties", "granularity": "global"}
+
+
+def zoo_setup(zoo: str | None):
+    from evosuite.benchmarks.zoo_tasks import ZooJapaneseVQA
+    from evosuite.plugins.zoo.build import build_zoo
+    from evosuite.plugins.zoo.experiments import SPACE_OPTIONS
+
+    root = Path(zoo) if zoo else build_zoo("test", seed=0, progress=lambda m: print(m, file=sys.stderr))
+    world = json.loads((root / "zoo.json").read_text())["worlds"]["zoo-ja-vqa"]
+    paths = {"base": root / world["base"], "ja": root / world["ja"], "vlm": root / world["vlm"]}
+    return paths, ["ja", "vlm"], "base", ZooJapaneseVQA(data_dir=str(root)), dict(SPACE_OPTIONS["ps"]), root
+
+
+def measure_loops(paths, names, base_name, benchmark, options, candidates: int, seed: int = 0):
+    import numpy as np
+
+    from evosuite.models import load_model
+    from evosuite.plugin_manager import get
+
+    models = [load_model(str(paths[n])) for n in names]
+    base = load_model(str(paths[base_name]))
+    space = get("spaces", "ps")(models, names, base, models[-1], seed=seed, **options)
+    items = benchmark.items(benchmark.search_split)
+    rng = np.random.RandomState(seed)
+    genomes = [list(map(float, rng.rand(space.dimension))) for _ in range(candidates)]
+    memory, disk, same = [], [], True
+    tmp = Path(tempfile.mkdtemp(prefix="evosuite-p2-"))
+    try:
+        for k, genome in enumerate(genomes):
+            start = time.perf_counter()
+            a = benchmark.predict(space.candidate(genome), items)
+            score_a = benchmark.score(items, a, split=benchmark.search_split).score
+            memory.append(time.perf_counter() - start)
+
+            start = time.perf_counter()
+            out = tmp / f"candidate-{k}"
+            space.export(genome, out)
+            reloaded = load_model(str(out))
+            b = benchmark.predict(reloaded, items)
+            score_b = benchmark.score(items, b, split=benchmark.search_split).score
+            disk.append(time.perf_counter() - start)
+            del reloaded
+            shutil.rmtree(out, ignore_errors=True)
+            same = same and a == b and score_a == score_b
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return statistics.median(memory), statistics.median(disk), same, len(items)
+
+
+def fitness_demo(root: Path, budget: int):
+    """Two runs of the zoo's VLM experiment: full evaluation vs cheaper fitness. Returns both summaries."""
+    from evosuite.config import parse_config
+    from evosuite.plugins.zoo.experiments import ZooVLMExperiment
+    from evosuite.runner import run_experiment
+    from evosuite.tui import make_reporter
+
+    os.environ["EVOSUITE_ZOO_VARIANT"] = "test"
+    base = ZooVLMExperiment().config()
+    world = json.loads((root / "zoo.json").read_text())["worlds"]["zoo-ja-vqa"]  # the given zoo, not the cache's
+    base["sources"] = [{"name": "ja-lm", "model": str(root / world["ja"])},
+                       {"name": "en-vlm", "model": str(root / world["vlm"])}]
+    base["base_model"] = str(root / world["base"])
+    base["benchmark"] = {"name": "zoo-ja-vqa", "options": {"data_dir": str(root)}}
+    base["budget"] = budget
+    out = {}
+    tmp = Path(tempfile.mkdtemp(prefix="evosuite-p2-runs-"))
+    try:
+        for label, extra in (("full", {}), ("cheap", {"fitness": FITNESS})):
+            start = time.perf_counter()
+            summary = run_experiment(parse_config({**base, **extra}), tmp / label, make_reporter(quiet=True),
+                                     save_model=False)
+            summary["_seconds"] = time.perf_counter() - start
+            search = sum(r["seconds"] for r in map(json.loads, (tmp / label / "evaluations.jsonl").open()))
+            summary["_search_seconds"] = search
+            out[label] = summary
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny random models and a toy task (seconds)")
+    ap.add_argument("--candidates", type=int, default=None, help="genomes per loop (default 12, quick 3)")
+    ap.add_argument("--zoo", default=None, help="a built zoo directory (default: build or reuse the test zoo)")
+    ap.add_argument("--budget", type=int, default=48, help="evaluations of each cheaper-fitness demo run")
+    ap.add_argument("--no-fitness-demo", action="store_true", help="skip the cheaper-fitness runs")
+    ap.add_argument("--json", default=None, help="write [{name, value, target, met}] here")
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    n = args.candidates or (3 if args.quick else 12)
+    tmp = Path(tempfile.mkdtemp(prefix="evosuite-p2-models-"))
+    root = None
+    try:
+        if args.quick:
+            paths, names, base, bench, options = quick_setup(tmp)
+            label = "tiny random Llamas, toy task"
+        else:
+            paths, names, base, bench, options, root = zoo_setup(args.zoo)
+            label = "tiny zoo (test), zoo-ja-vqa search split"
+        mem, disk, same, items = measure_loops(paths, names, base, bench, options, n)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    ratio = disk / mem
+    rows = [("in-memory merge + eval", f"{mem:.3f} s", f"{3600 / mem:,.0f}/h", "", "", ""),
+            ("merge to disk, reload, eval", f"{disk:.3f} s", f"{3600 / disk:,.0f}/h", "", "", ""),
+            ("ratio (in-memory / disk)", "", "", f"{ratio:.2f}x", f">= {TARGET}x", "yes" if ratio >= TARGET else
+             f"NO (short by {TARGET / ratio:.1f}x)")]
+    results = [{"name": "p2_candidates_per_hour_ratio_in_memory_vs_disk", "value": round(ratio, 3), "target": TARGET,
+                "met": ratio >= TARGET},
+               {"name": "p2_same_predictions", "value": bool(same), "target": True, "met": bool(same)}]
+    demo = None
+    if not args.quick and not args.no_fitness_demo:
+        demo = fitness_demo(root, args.budget)
+        full, cheap = demo["full"], demo["cheap"]
+        fraction = cheap["evaluation"]["ps"]["fraction"]
+        diff = cheap["test_scores"]["merged"] - full["test_scores"]["merged"]
+        metric, detail = full["metric"], full["test_metrics"]["merged"]
+        low = detail.get(f"{metric}_low", full["test_scores"]["merged"] - MATCH_TOLERANCE)
+        high = detail.get(f"{metric}_high", full["test_scores"]["merged"] + MATCH_TOLERANCE)
+        matches = low <= cheap["test_scores"]["merged"] <= high
+        cheap_rate = cheap["evaluations"] / cheap["_search_seconds"]
+        full_rate = full["evaluations"] / full["_search_seconds"]
+        cheap_ratio = cheap_rate * disk
+        rows += [("cheap fitness: items scored / full", "", "", f"{fraction:.3f}", "<= 0.333",
+                  "yes" if fraction <= 1 / 3 else "NO"),
+                 ("cheap fitness: held-out merged vs full's", "", "",
+                  f"{cheap['test_scores']['merged']:.4f} vs {full['test_scores']['merged']:.4f} ({diff:+.4f})",
+                  f"in [{low:.3f}, {high:.3f}]", "yes" if matches else "NO"),
+                 ("full-evaluation run (search, per candidate)", f"{1 / full_rate:.3f} s", f"{3600 * full_rate:,.0f}/h",
+                  "", "", ""),
+                 ("evosuite (cheap) / disk loop", f"{1 / cheap_rate:.3f} s", f"{3600 * cheap_rate:,.0f}/h",
+                  f"{cheap_ratio:.2f}x", f">= {TARGET}x", "yes" if cheap_ratio >= TARGET else "NO")]
+        results += [{"name": "p2_cheap_fitness_item_fraction", "value": round(fraction, 4), "target": 1 / 3,
+                     "met": fraction <= 1 / 3},
+                    {"name": "p2_cheap_fitness_heldout_minus_full", "value": round(diff, 4),
+                     "target": f"within the full run's 95% interval [{low:.4f}, {high:.4f}]", "met": bool(matches)},
+                    {"name": "p2_candidates_per_hour_ratio_cheap_vs_disk", "value": round(cheap_ratio, 3),
+                     "target": TARGET, "met": cheap_ratio >= TARGET}]
+    print(f"P2 evolution speed: {label}, {items} items per candidate, {n} candidates per loop "
+          f"(median s per candidate), {torch.get_num_threads()} thread")
+    widths = [40, 10, 12, 28, 10, 22]
+    head = ("loop", "s/cand", "cand/hour", "ratio", "target", "met")
+    print("  ".join(h.ljust(w) for h, w in zip(head, widths)))
+    for row in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
+    print(f"same predictions in both loops: {same}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

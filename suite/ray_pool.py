@@ -1,0 +1,151 @@
+"""Candidate evaluation on Ray actors (``pip install 'evosuite[ray]'``); Ray is imported only here.
+
+Each actor is built from the run configuration (a plain dict), loads the sources once and keeps them,
+builds the merge space, benchmark and search items of the current stage, and scores the genomes it is
+sent: only genomes, contexts and scores travel. A later pipeline stage (ps+dfs) is set up on the same
+actors from the earlier stages' best genomes (``set_stage``), without loading the sources again.
+
+Dispatch is dynamic: each actor holds one task at a time and gets the next pending one the moment it
+returns, so within a generation no worker waits while work is left. Results are handed to the evolver
+as they complete; it logs them in ask order.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Sequence
+
+from evosuite.parallel import Evaluator, Outcome, Task, Utilization, run_one
+
+
+def _worker_env() -> dict[str, str]:
+    """What workers inherit from the driver: plugin paths, thread limits, evosuite's cache and zoo settings."""
+    keep = ("PYTHONPATH", "OMP_NUM_THREADS", "EVOSUITE_CACHE", "EVOSUITE_ZOO_VARIANT", "EVOSUITE_THREADS",
+            "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "EVOSUITE_LOAD_PLUGINS", "EVOSUITE_STRICT_PLUGINS")
+    env = {k: os.environ[k] for k in keep if k in os.environ}
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+class _Worker:
+    """The actor's body (wrapped by ``ray.remote`` in ``RayEvaluator``)."""
+
+    def __init__(self, config: dict[str, Any], worker: int, threads: int):
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+        self.config = config
+        self.worker = worker
+        self.loaded = None
+        self.scorer = None
+        self.stage = None
+
+    def set_stage(self, stage: int, previous: Sequence[Sequence[float]]) -> float:
+        from evosuite.fitness import ItemScorer
+        from evosuite.runner import search_setup
+
+        start = time.perf_counter()
+        plan, space, items, self.loaded = search_setup(self.config, stage, previous, self.loaded)
+        self.scorer = ItemScorer(space.candidate, plan.benchmark, items, plan.fitness, plan.config.seed)
+        self.stage = stage
+        return time.perf_counter() - start
+
+    def evaluate(self, task: Task) -> Outcome:
+        return run_one(self.scorer, task, None, self.worker)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class RayEvaluator(Evaluator):
+    """``workers`` Ray actors, on a local Ray started here (default) or the cluster at ``address``."""
+
+    def __init__(self, config: dict[str, Any], *, stage: int = 0, previous: Sequence[Sequence[float]] = (),
+                 workers: int = 2, address: str | None = None, threads_per_worker: int | None = None,
+                 num_gpus_per_worker: float | None = None):
+        import ray
+
+        self.ray = ray
+        self.workers = workers
+        self._started_ray = False
+        if not ray.is_initialized():
+            env = {"env_vars": _worker_env()}
+            if address:
+                ray.init(address=address, runtime_env=env, log_to_driver=False, logging_level="ERROR")
+            else:
+                ray.init(num_cpus=max(workers, os.cpu_count() or 1), include_dashboard=False, runtime_env=env,
+                         log_to_driver=False, logging_level="ERROR", configure_logging=False)
+            self._started_ray = True
+        device = str(config.get("device", "cpu"))
+        if num_gpus_per_worker is None:
+            num_gpus_per_worker = (1.0 / workers) if device.startswith("cuda") else 0
+        threads = threads_per_worker or int(os.environ.get("EVOSUITE_THREADS", "1") or 1)
+        actor = ray.remote(num_cpus=1, num_gpus=num_gpus_per_worker)(_Worker)
+        self._actors = [actor.remote(config, i, threads) for i in range(workers)]
+        self.address = address
+        self._stage = None
+        self._reset_counts()
+        self.setup_seconds = 0.0
+        self.set_stage(stage, previous)
+
+    def describe(self) -> str:
+        return f"Ray at {self.address}" if self.address else "local Ray"
+
+    def _reset_counts(self) -> None:
+        self._busy = [0.0] * self.workers
+        self._tasks = 0
+        self._first: float | None = None
+        self._last: float | None = None
+
+    def set_stage(self, stage: int, previous: Sequence[Sequence[float]]) -> None:
+        if self._stage == (stage, [list(g) for g in previous]):
+            return
+        start = time.perf_counter()
+        self.ray.get([a.set_stage.remote(stage, [list(g) for g in previous]) for a in self._actors])
+        self.setup_seconds += time.perf_counter() - start
+        self._stage = (stage, [list(g) for g in previous])
+        self._reset_counts()  # utilization is per stage
+
+    def run(self, tasks, progress=None):
+        ray = self.ray
+        queue = list(tasks)
+        if not queue:
+            return
+        if self._first is None:
+            self._first = time.perf_counter()
+        in_flight: dict[Any, int] = {}
+        idle = list(range(self.workers))
+        try:
+            while queue or in_flight:
+                while queue and idle:
+                    worker = idle.pop(0)
+                    in_flight[self._actors[worker].evaluate.remote(queue.pop(0))] = worker
+                done, _ = ray.wait(list(in_flight), num_returns=1)
+                for ref in done:
+                    worker = in_flight.pop(ref)
+                    idle.append(worker)
+                    outcome = ray.get(ref)
+                    outcome.worker = worker
+                    self._busy[worker] += outcome.seconds
+                    self._tasks += 1
+                    yield outcome
+        finally:
+            self._last = time.perf_counter()
+
+    def utilization(self) -> Utilization:
+        """Busy time against the whole span from the stage's first dispatch to its last result: the gaps
+        between generations (the driver logging, telling and asking) count as idle."""
+        wall = (self._last - self._first) if self._first is not None and self._last is not None else 0.0
+        return Utilization(self.workers, list(self._busy), wall, self._tasks)
+
+    def close(self) -> None:
+        for a in self._actors:
+            try:
+                self.ray.kill(a)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        self._actors = []
+        if self._started_ray:
+            self.ray.shutdown()
+            self._started_ray = False
