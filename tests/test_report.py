@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import re
 
@@ -259,3 +260,32 @@ def test_model_card_of_a_pipeline_with_scales():
     assert "| ps | stage best | 0.3800 | - |" in card and "| **merged** | merged model | **0.4200** | - |" in card
     assert "Stage `ps`:" in card and "method: dare_ties" in card  # a stage recipe, when the summary has it
     assert "load_dfs_model" in card  # scales live outside the weights
+
+
+def _fake_summary(run_dir, sources, scores, stages):
+    run_dir.mkdir(parents=True)
+    (run_dir / "summary.json").write_text(json.dumps({
+        "benchmark": "zoo-ja-vqa", "split": "test", "metric": "rougeL_ja", "seed": 0, "sources": sources,
+        "test_scores": scores, "stages": {s: {} for s in stages},
+        "test_metrics": {name: {"rougeL_ja_low": v - 0.01, "rougeL_ja_high": v + 0.01} for name, v in scores.items()},
+    }))
+    return run_dir
+
+
+def test_compare_lists_sources_once_then_each_runs_merges(tmp_path):
+    from tests.conftest import run_cli
+
+    ps = _fake_summary(tmp_path / "ps", ["ja", "vlm"], {"ja": 0.3, "vlm": 0.1, "equal-weight": 0.32, "merged": 0.4},
+                       ["ps"])
+    both = _fake_summary(tmp_path / "ps+dfs", ["ja", "vlm"],
+                         {"ja": 0.3, "vlm": 0.1, "equal-weight": 0.32, "ps": 0.41, "ps+dfs": 0.43, "merged": 0.43},
+                         ["ps", "ps+dfs"])
+    result = run_cli("compare", str(ps), str(both))
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [r.split("|")[1].strip() for r in rows] == ["ja", "vlm", "equal-weight", "merged", "ps", "ps+dfs"]
+    assert "| ps+dfs | ps+dfs | 0.430 | 0.420 - 0.440 |" in result.stdout
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    failed = run_cli("compare", str(ps), str(unfinished))
+    assert failed.returncode == 2 and "has no summary.json" in failed.stderr

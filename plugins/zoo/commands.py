@@ -24,7 +24,9 @@ def register_commands(cli):
     def build(variant, seed, force):
         """Build the zoo (a few CPU minutes) and print its score table."""
         from evosuite.plugins.zoo.build import build_zoo
+        from evosuite.runtime import quiet_library_progress
 
+        quiet_library_progress()
         root = build_zoo(variant, seed=seed, force=force, progress=click.echo)
         click.echo(f"zoo: {root}")
 

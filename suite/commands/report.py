@@ -23,3 +23,13 @@ def report(run_dir):
     md_path, html_path = write_report(run_dir)
     click.echo(f"report: {md_path}")
     click.echo(f"report: {html_path}")
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
+def compare(run_dirs):
+    """One Markdown table from several finished runs on one benchmark: the sources once, then each run's
+    merges (e.g. runs with --space ps, dfs, ps+dfs and --dfs-scales off)."""
+    from evosuite.report.compare import comparison_markdown
+
+    click.echo(comparison_markdown(list(run_dirs)), nl=False)

@@ -12,7 +12,7 @@ from evosuite.config import parse_config
 from evosuite.errors import ConfigError
 from evosuite.plugin_manager import get_host
 from evosuite.run_store import RunStore, default_run_dir
-from evosuite.runtime import configure_threads
+from evosuite.runtime import configure_threads, quiet_library_progress
 from evosuite.tui import make_reporter
 
 
@@ -86,6 +86,7 @@ def run(plugin, config_path, space, dfs_scales, seed, budget, run_dir, device, t
     from evosuite.runner import run_experiment
 
     configure_threads(threads)
+    quiet_library_progress()
     reporter = make_reporter(quiet=quiet, plain=True if plain else None)
     run_path = Path(run_dir) if run_dir else default_run_dir()
     if RunStore(run_path).exists():
@@ -128,6 +129,7 @@ def resume(run_dir, threads, quiet, plain, no_save_model, make_report):
     from evosuite.runner import config_from_store, run_experiment
 
     configure_threads(threads)
+    quiet_library_progress()
     store = RunStore(run_dir)
     if not store.exists():
         raise ConfigError(f"{run_dir!r} is not a run directory (no config.yaml)", "give the directory of a run")

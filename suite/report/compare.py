@@ -1,0 +1,58 @@
+"""One table from several runs on the same benchmark: each source once, then every run's merges.
+
+This is how the README's table of sources, PS, DFS, PS+DFS and the W = 1 ablation is produced: one run per
+space, then ``evosuite compare RUN_DIR...``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from evosuite.errors import ConfigError
+
+
+def _summary(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        raise ConfigError(f"{str(run_dir)!r} has no summary.json (the run has not finished)",
+                          f"finish it with `evosuite resume {run_dir}` or leave it out")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def comparison_rows(run_dirs: list[str | Path]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(the first run's summary, rows of {model, run, score, low, high}): sources and reference merges once,
+    then each run's merges."""
+    summaries = [(Path(d), _summary(Path(d))) for d in run_dirs]
+    first = summaries[0][1]
+    for run_dir, summary in summaries[1:]:
+        if (summary["benchmark"], summary["split"]) != (first["benchmark"], first["split"]):
+            raise ConfigError(f"{str(run_dir)!r} is scored on {summary['benchmark']}/{summary['split']}, not "
+                              f"{first['benchmark']}/{first['split']}", "compare runs of one benchmark")
+    metric = first["metric"]
+    rows, shown = [], set()
+    for run_dir, summary in summaries:
+        stages = set(summary.get("stages", {}))
+        merges = [n for n in summary["test_scores"] if n == "merged" or n in stages]
+        if "merged" in merges and len(stages) > 1:
+            merges.remove("merged")  # the last stage's row already stands for it
+        # Sources and reference merges (equal-weight...) are the same in every run: show them once.
+        shared = [n for n in summary["test_scores"] if n not in merges and n != "merged" and n not in shown]
+        for name in shared + merges:
+            metrics = summary.get("test_metrics", {}).get(name, {})
+            rows.append({"model": name, "run": "" if name in shared else run_dir.name,
+                         "score": summary["test_scores"][name], "low": metrics.get(f"{metric}_low"),
+                         "high": metrics.get(f"{metric}_high")})
+        shown.update(shared)
+    return first, rows
+
+
+def comparison_markdown(run_dirs: list[str | Path]) -> str:
+    first, rows = comparison_rows(run_dirs)
+    lines = [f"{first['benchmark']} ({first['split']} split, {first['metric']}, seed {first['seed']})", "",
+             "| model | run | score | 95% interval |", "|---|---|---|---|"]
+    for row in rows:
+        interval = f"{row['low']:.3f} - {row['high']:.3f}" if row["low"] is not None else ""
+        lines.append(f"| {row['model']} | {row['run']} | {row['score']:.3f} | {interval} |")
+    return "\n".join(lines) + "\n"
