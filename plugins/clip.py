@@ -15,7 +15,6 @@ tower and layer ``i`` of the text tower form one layer group (``num_layers`` is 
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import weakref
@@ -149,11 +148,6 @@ class ClipModel(LoadedModel):
         return (self.embed_images(images, batch_size=batch_size) @ classes.T).argmax(1).tolist()
 
     # -- copies and export -----------------------------------------------------------------------
-    def clone(self) -> ClipModel:
-        twin = copy.copy(self)
-        twin.module = copy.deepcopy(self.module)
-        return twin
-
     def save(self, out_dir, *, model_card: str | None = None) -> Path:
         """Write ``open_clip_config.json`` and ``open_clip_model.safetensors`` (``local-dir:`` loads them)."""
         from safetensors.torch import save_file

@@ -6,7 +6,6 @@ torch and transformers are imported inside functions: listing plugins or showing
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 from functools import lru_cache
@@ -172,11 +171,6 @@ class HFModel(LoadedModel):
         return outputs
 
     # -- copies and export -----------------------------------------------------------------------
-    def clone(self) -> HFModel:
-        twin = copy.copy(self)
-        twin.module = copy.deepcopy(self.module)
-        return twin
-
     def save(self, out_dir, *, model_card: str | None = None) -> Path:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -77,8 +77,12 @@ class LoadedModel:
         raise NotImplementedError
 
     def clone(self) -> LoadedModel:
-        """A deep copy whose weights can be overwritten without touching this model."""
-        raise NotImplementedError
+        """A deep copy whose weights can be overwritten without touching this model (tokenizer shared)."""
+        import copy
+
+        twin = copy.copy(self)
+        twin.module = copy.deepcopy(self.module)
+        return twin
 
     def save(self, out_dir: str | Path, *, model_card: str | None = None) -> Path:
         """Write a Hugging Face model directory (safetensors, config, tokenizer or processor)."""

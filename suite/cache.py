@@ -14,3 +14,40 @@ def cache_dir() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "evosuite"
+
+
+def build_atomically(root: Path, build_into, *, marker: str, say=None, label: str = "cache",
+                     force: bool = False) -> Path:
+    """Return ``root``, first calling ``build_into(tmp)`` when ``root/marker`` is missing (or ``force``).
+
+    The build happens in a folder beside ``root`` that is renamed into place at the end, so a crash leaves
+    only a ``.tmp-*`` folder (removed on the way out), never a half-built ``root``; if another process
+    finishes the same build first, its copy is kept.
+    """
+    import os
+    import shutil
+    import time
+
+    say = say or (lambda message: None)
+    root = Path(root)
+    if (root / marker).exists() and not force:
+        say(f"{label}: reusing {root}")
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = root.parent / f".tmp-{root.name}-{os.getpid()}-{time.time_ns()}"
+    try:
+        build_into(tmp)
+        if root.exists():
+            old = root.parent / f".old-{root.name}-{os.getpid()}-{time.time_ns()}"
+            os.rename(root, old)
+            os.rename(tmp, root)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            try:
+                os.rename(tmp, root)
+            except OSError:
+                if not (root / marker).exists():
+                    raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root

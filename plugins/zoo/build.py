@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
 
-from evosuite.cache import cache_dir
+from evosuite.cache import build_atomically, cache_dir
 
 ZOO_VERSION = 1
 MODULES = ("build.py", "world.py", "tokenizer.py", "train.py", "prompts.py", "scoring.py", "jobs.py")
@@ -60,24 +58,8 @@ def build_zoo(variant: str = "full", *, seed: int = 0, root: Path | None = None,
         raise ValueError(f"unknown zoo variant {variant!r}; known: {sorted(RECIPES)}")
     say = progress or (lambda msg: None)
     root = Path(root) if root is not None else zoo_path(variant, seed)
-    if (root / "zoo.json").exists() and not force:
-        say(f"zoo: reusing {root}")
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    # Build beside the target and rename: a crash leaves only a ``.tmp-*`` folder, never a half zoo.
-    tmp = root.parent / f".tmp-{root.name}-{os.getpid()}-{time.time_ns()}"
-    try:
-        _build_into(tmp, variant, seed, say)
-        if root.exists():
-            old = root.parent / f".old-{root.name}-{os.getpid()}-{time.time_ns()}"
-            os.rename(root, old)
-            os.rename(tmp, root)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, root)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
+    return build_atomically(root, lambda tmp: _build_into(tmp, variant, seed, say), marker="zoo.json", say=say,
+                            label="zoo", force=force)
 
 
 def _build_into(out: Path, variant: str, seed: int, say: Callable[[str], None]) -> None:

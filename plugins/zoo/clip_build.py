@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
-import shutil
 import time
 from pathlib import Path
 from typing import Callable
 
-from evosuite.cache import cache_dir
+from evosuite.cache import build_atomically, cache_dir
 
 CLIP_ZOO_VERSION = 1
 MODULES = ("clip_build.py", "clip_world.py", "world.py")
@@ -73,28 +71,8 @@ def build_clip_zoo(variant: str = "full", seed: int = 0, progress: Callable[[str
         raise ValueError(f"unknown clip zoo variant {variant!r}; known: {sorted(RECIPES)}")
     say = progress or (lambda msg: None)
     root = Path(root) if root is not None else clip_zoo_path(variant, seed)
-    if (root / "zoo.json").exists() and not force:
-        say(f"clip zoo: reusing {root}")
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    # Build beside the target and rename: a crash leaves only a ``.tmp-*`` folder, never a half zoo.
-    tmp = root.parent / f".tmp-{root.name}-{os.getpid()}-{time.time_ns()}"
-    try:
-        _build_into(tmp, variant, seed, say)
-        if root.exists():
-            old = root.parent / f".old-{root.name}-{os.getpid()}-{time.time_ns()}"
-            os.rename(root, old)
-            os.rename(tmp, root)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            try:
-                os.rename(tmp, root)
-            except OSError:  # another process finished the same build first: keep its copy
-                if not (root / "zoo.json").exists():
-                    raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
+    return build_atomically(root, lambda tmp: _build_into(tmp, variant, seed, say), marker="zoo.json", say=say,
+                            label="clip zoo", force=force)
 
 
 # --- training --------------------------------------------------------------------------------------------
