@@ -119,6 +119,7 @@ class LiveReporter(Reporter):
                               TimeRemainingColumn(), console=self.console)
         self.items_task = self.items.add_task("items", total=1, visible=False)
         self.notes: list[str] = []
+        self._final: tuple | None = None
         self.live = Live(self._render(), console=self.console, refresh_per_second=8, transient=False)
 
     def __enter__(self):
@@ -126,8 +127,12 @@ class LiveReporter(Reporter):
         return self
 
     def __exit__(self, *exc):
-        self.live.update(self._render())
+        self.live.update(self._screen())
         return self.live.__exit__(*exc)
+
+    def _screen(self):
+        """The dashboard, with the final table under it once the run has one."""
+        return self._render() if self._final is None else Group(self._render(), *self._final)
 
     def _render(self):
         table = Table.grid(padding=(0, 2))
@@ -150,7 +155,7 @@ class LiveReporter(Reporter):
         return Panel(Group(*parts), title="evosuite", border_style="blue")
 
     def _refresh(self):
-        self.live.update(self._render())
+        self.live.update(self._screen())
 
     def stage(self, name):
         super().stage(name)
@@ -158,6 +163,9 @@ class LiveReporter(Reporter):
         self._refresh()
 
     def message(self, text):
+        if text.startswith("scoring "):  # the held-out table: the item bar now follows that model
+            self.items.update(self.items_task, description=text.removeprefix("scoring ").split(" on ")[0],
+                              completed=0)
         self.notes.append(text)
         self._refresh()
 
@@ -181,7 +189,8 @@ class LiveReporter(Reporter):
         for row in rows:
             style = "bold green" if row["score"] == top else None
             table.add_row(row["name"], f"{row['score']:.4f}", row.get("detail", ""), style=style)
-        self.live.update(Group(self._render(), table, f"run directory: [bold]{run_dir}[/bold]"))
+        self._final = (table, f"run directory: [bold]{run_dir}[/bold]")
+        self._refresh()
 
 
 def make_reporter(quiet: bool = False, plain: bool | None = None) -> Reporter:

@@ -16,10 +16,14 @@ SIMPLE_MERGES = {  # name -> (method, weights (ja, other), density); shown in ev
 
 
 def one_thread() -> None:
+    """Worker set-up: one torch thread, and no library progress bars (they would break the live dashboard)."""
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch
 
+    from evosuite.runtime import quiet_library_progress
+
     torch.set_num_threads(1)
+    quiet_library_progress()
 
 
 def write_tokenizer(out: Path) -> None:
