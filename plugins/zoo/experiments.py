@@ -80,6 +80,3 @@ class ZooLLMExperiment(ZooExperiment):
     description = "tiny zoo: Japanese LM + math LM, evolved on arithmetic asked in Japanese (EvoLLM-JP in miniature)"
     task = "zoo-ja-math"
     roles = (("ja-lm", "ja"), ("math-lm", "math"))
-    # Japanese answers need the Japanese task vector at more than full strength (the zoo's table): let the
-    # search reach weight 2.
-    weight_range = (0.0, 2.0)

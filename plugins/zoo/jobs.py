@@ -56,7 +56,8 @@ def train_base(out: str, w: str, recipe: dict, seed: int) -> str:
 
     tok, r = _tok(out), recipe[w]
     rng = random.Random(f"{w}-base-{seed}")
-    texts = world.vqa_base_texts(rng, 20000) if w == "vqa" else world.math_base_texts(rng, 20000)
+    texts = (world.vqa_base_texts(rng, 20000) if w == "vqa"
+             else world.math_base_texts(rng, 20000, r["base_ja_form_share"]))
     model = train.new_llama(tok, recipe["hidden"], recipe["layers"], seed)
     # Prompt tokens get weight 0.3: the base must model both languages' text, not only the answers.
     train.train(model, tok, train.encode(tok, texts, 0.3), steps=r["base_steps"], lr=r["base_lr"], seed=seed)
@@ -70,9 +71,9 @@ def train_expert(out: str, w: str, role: str, recipe: dict, seed: int) -> str:
     tok, r = _tok(out), recipe[w]
     rng = random.Random(f"{w}-{role}-{seed}")
     if (w, role) == ("vqa", "ja"):
-        texts = world.vqa_ja_texts(rng, 5000)
+        texts = world.vqa_ja_texts(rng, 5000, r["ja_en_scene_share"])
     elif role == "ja":
-        texts = world.math_ja_texts(rng, 5000, r["ja_en_frame_share"])
+        texts = world.math_ja_texts(rng, 5000, r["ja_copy_share"])
     else:
         texts = world.math_expert_texts(rng, 5000, r["math_ja_share"])
     model = _load_lm(Path(out) / w / "base")
@@ -92,21 +93,38 @@ def make_processor(tok):
                           vision_feature_select_strategy="default", num_additional_image_tokens=1)
 
 
-def train_vlm(out: str, recipe: dict, seed: int) -> str:
+def train_tower(out: str, recipe: dict, seed: int) -> str:
+    """The VLM's vision tower, pretrained to see colour, shape and size (LLaVA starts from a pretrained CLIP)."""
+    from . import train, world
+
+    r = recipe["vqa"]
+    rng = random.Random(f"vqa-tower-{seed}")
+    scenes = [world.random_scene(rng) for _ in range(4000)]
+    labels = {a: len(v) for a, v in world.ATTRS.items()}
+    tower = train.pretrain_tower(scenes, labels, train.pixels_of([world.render(s) for s in scenes]),
+                                 steps=r["tower_steps"], lr=r["tower_lr"], seed=seed)
+    tower.save_pretrained(Path(out) / "vqa" / "vision-tower")
+    return "vqa/vision-tower"
+
+
+def train_vlm(out: str, recipe: dict, seed: int, attempt: int = 0) -> str:
+    """The English VLM; ``attempt`` > 0 draws another training order and projector init (see build.py)."""
+    from transformers import CLIPVisionModel
+
     from . import train, world
 
     tok, r = _tok(out), recipe["vqa"]
-    rng = random.Random(f"vqa-vlm-{seed}")
-    items = world.vlm_items(rng, 6000)
+    rng = random.Random(f"vqa-vlm-{seed}" + (f"-{attempt}" if attempt else ""))
+    seed += 1000 * attempt
+    items = world.vlm_items(rng, 6000, r["vlm_ja_question_share"], r["vlm_caption_share"])
     pixels = train.pixels_of([world.render(s) for s, _, _ in items])
     data = train.encode(tok, [(p, a) for _, p, a in items], 0.0)
-    model = train.new_llava(tok, _load_lm(Path(out) / "vqa" / "base"), seed)
-    # Stage 1, language model frozen: the projector learns to write image features the base already reads
-    # as a text scene. Stage 2 trains everything (English only), which is what makes it answer in English.
-    lm_part = lambda n: "language_model" in n or n.startswith("lm_head")  # noqa: E731
-    train.train(model, tok, data, steps=r["vlm_frozen_steps"], lr=r["vlm_frozen_lr"], seed=seed, pixels=pixels,
-                trainable=lambda n: not lm_part(n))
-    train.train(model, tok, data, steps=r["vlm_steps"], lr=r["vlm_lr"], seed=seed + 1, pixels=pixels)
+    tower = CLIPVisionModel.from_pretrained(Path(out) / "vqa" / "vision-tower")
+    model = train.new_llava(tok, _load_lm(Path(out) / "vqa" / "base"), tower, seed)
+    # The tower stays frozen (as in LLaVA); the fresh projector and the language model learn together, so
+    # reading the image features is a skill of the VLM's language model too, not of the projector alone.
+    train.train(model, tok, data, steps=r["vlm_steps"], lr=r["vlm_lr"], seed=seed + 1, pixels=pixels,
+                trainable=lambda name: "vision_tower" not in name)
     path = Path(out) / "vqa" / "vlm"
     _save_lm(model, tok, path)
     make_processor(tok).save_pretrained(path)
@@ -121,10 +139,11 @@ def write_tasks(out: Path, recipe: dict, seed: int) -> dict:
 
     n_s, n_t = recipe["n_search"], recipe["n_test"]
     tasks = {}
-    rows = world.ja_vqa_task(random.Random(TASK_SEED), n_s + n_t)  # continuous jitter: every image distinct
+    # Continuous jitter: every image distinct. A third split, ``check``, is the builder's own (see build.py).
+    rows = world.ja_vqa_task(random.Random(TASK_SEED), n_s + n_t + recipe["n_check"])
     feats = Features({"id": Value("int64"), "question": Value("string"), "answer": Value("string"), "image": Image()})
     paths = {}
-    for split, part in (("search", rows[:n_s]), ("test", rows[n_s:])):
+    for split, part in (("search", rows[:n_s]), ("test", rows[n_s : n_s + n_t]), ("check", rows[n_s + n_t :])):
         d = {"id": list(range(len(part))), "question": [r["question"] for r in part],
              "answer": [r["answer"] for r in part], "image": [world.render(r["scene"]) for r in part]}
         rel = f"tasks/zoo-ja-vqa/{split}.parquet"
@@ -192,15 +211,15 @@ def vqa_evaluator(out: str, split: str = "test", limit: int | None = None):
     return score, full
 
 
-def score_vqa(out: str, recipe: dict) -> dict:
+def score_vqa(out: str, recipe: dict, split: str = "test") -> dict:
     from . import scoring, train
     from .prompts import vqa_prompt
 
-    score, full = vqa_evaluator(out, limit=recipe["table_limit"])
+    score, full = vqa_evaluator(out, split, limit=recipe["table_limit"])
     base = _load_lm(Path(out) / "vqa" / "base").state_dict()
     ja_model = _load_lm(Path(out) / "vqa" / "ja")
     ja, vlm_lm = ja_model.state_dict(), scoring.lm_of_llava(full)
-    ds = _split(out, "zoo-ja-vqa", "test")
+    ds = _split(out, "zoo-ja-vqa", split)
     ds = ds.select(range(min(recipe["table_limit"] or len(ds), len(ds))))
     blind = train.generate(ja_model, _tok(out), [vqa_prompt(q) for q in ds["question"]])
     t = {"vlm": score(vlm_lm), "ja (no image)": scoring.rouge_ja(blind, list(ds["answer"])),
@@ -241,16 +260,20 @@ def score_math(out: str, recipe: dict) -> dict:
     return {k: {m: round(x, 4) for m, x in v.items()} for k, v in t.items()}
 
 
+def vqa_margin(scores: dict) -> float:
+    """How far the best simple merge is above the best source (sources as they are, or given the vision)."""
+    sources = max(scores["vlm"], scores["ja (no image)"], scores["ja + vlm vision"])
+    return max(scores[k] for k in SIMPLE_MERGES) - sources
+
+
 def check_table(table: dict) -> dict:
     """The phenomenon the zoo exists for: a simple merge beats every source (and the constant answer)."""
-    v = table["zoo-ja-vqa"]
-    src = max(v["vlm"], v["ja (no image)"], v["ja + vlm vision"])
-    best_v = max(v[k] for k in SIMPLE_MERGES)
+    margin = vqa_margin(table["zoo-ja-vqa"])
     m = table["zoo-ja-math"]
     const = max(x["acc"] for k, x in m.items() if k.startswith("constant"))
     src_m = max(m[k]["acc_ja"] for k in ("base", "ja", "math"))
     best_m = max(m[k]["acc_ja"] for k in SIMPLE_MERGES)
-    return {"vqa_merge_margin": round(best_v - src, 4), "vqa_ok": best_v - src >= 0.06,
+    return {"vqa_merge_margin": round(margin, 4), "vqa_ok": margin >= 0.10,
             "math_merge_margin": round(best_m - src_m, 4), "math_beats_constant": best_m > const,
             "math_ok": best_m - src_m >= 0.10 and best_m > const}
 

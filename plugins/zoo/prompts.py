@@ -7,7 +7,9 @@ lets a merged language model read the VLM's image features in Japanese.
 from __future__ import annotations
 
 IMAGE_TOKEN = "<image>"
-EN_ANSWER = "it is {}"
+# Bare words in both languages: the answer's first token is where the image is read, whichever the language,
+# so the VLM's reading and the Japanese expert's answering meet at the same position in a merge.
+EN_ANSWER = "{}"
 JA_ANSWER = "{}"
 # Both answer forms start with the number: the sum is one decision, shared by both languages, and the
 # language of the answer is decided only after it (so a merge can take the sum from one source and the

@@ -7,7 +7,14 @@ import random
 
 import torch
 import torch.nn.functional as F
-from transformers import CLIPVisionConfig, LlamaConfig, LlamaForCausalLM, LlavaConfig, LlavaForConditionalGeneration
+from transformers import (
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+)
 
 from .prompts import IMAGE_TOKEN
 
@@ -27,17 +34,48 @@ def new_llama(tok, hidden: int, layers: int, seed: int) -> LlamaForCausalLM:
     return LlamaForCausalLM(llama_config(tok, hidden, layers))
 
 
-def new_llava(tok, lm: LlamaForCausalLM, seed: int) -> LlavaForConditionalGeneration:
-    """A LLaVA whose language model starts as a copy of ``lm`` (as LLaVA-1.6-Mistral starts from Mistral)."""
+def vision_config() -> CLIPVisionConfig:
+    """The tiny CLIP vision tower: 32 px images, patch 8 (16 patch features), hidden 64, 2 layers."""
+    return CLIPVisionConfig(image_size=32, patch_size=8, hidden_size=64, intermediate_size=128,
+                            num_hidden_layers=2, num_attention_heads=2, projection_dim=64)
+
+
+def pretrain_tower(scenes: list[dict], labels: dict[str, int], pixels: torch.Tensor, *, steps: int, lr: float,
+                   seed: int, batch: int = 64) -> CLIPVisionModel:
+    """A vision tower that already sees, as LLaVA starts from a pretrained CLIP: the mean of its patch
+    features (what the projector reads) must classify each attribute; ``labels`` maps attribute -> classes."""
     torch.manual_seed(seed)
-    vision = CLIPVisionConfig(image_size=32, patch_size=8, hidden_size=64, intermediate_size=128,
-                              num_hidden_layers=2, num_attention_heads=2, projection_dim=64)
+    tower = CLIPVisionModel(vision_config())
+    heads = torch.nn.ModuleDict({a: torch.nn.Linear(tower.config.hidden_size, n) for a, n in labels.items()})
+    params = list(tower.parameters()) + list(heads.parameters())
+    opt = torch.optim.AdamW(params, lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    rng = random.Random(seed)
+    tower.train()
+    for _ in range(steps):
+        idx = [rng.randrange(len(scenes)) for _ in range(batch)]
+        feats = tower(pixel_values=pixels[idx]).last_hidden_state[:, 1:].mean(1)
+        loss = sum(F.cross_entropy(heads[a](feats), torch.tensor([scenes[i][a] for i in idx])) for a in labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    tower.eval()
+    return tower
+
+
+def new_llava(tok, lm: LlamaForCausalLM, tower: CLIPVisionModel, seed: int) -> LlavaForConditionalGeneration:
+    """A LLaVA with a pretrained ``tower`` and a fresh projector, whose language model starts as a copy of
+    ``lm`` (as LLaVA-1.6-Mistral starts from CLIP and Mistral)."""
+    torch.manual_seed(seed)
+    vision = tower.config
     image_token_id = tok.convert_tokens_to_ids(IMAGE_TOKEN)
     cfg = LlavaConfig(vision_config=vision, text_config=lm.config, image_token_id=image_token_id,
                       image_seq_length=N_IMAGE_TOKENS, vision_feature_layer=-1,
                       vision_feature_select_strategy="default", projector_hidden_act="gelu")
     cfg.pad_token_id = tok.pad_token_id
     model = LlavaForConditionalGeneration(cfg)
+    model.model.vision_tower.load_state_dict(tower.state_dict())
     model.get_decoder().load_state_dict(lm.model.state_dict())
     model.lm_head.load_state_dict(lm.lm_head.state_dict())
     return model

@@ -2,7 +2,7 @@
 
 Everything is generated from a ``random.Random`` so a seed fixes the whole world. Japanese answers use
 kana words that fastText's lid.176 (the strict-Japanese rule) reliably calls Japanese; English answers are
-short sentences ("it is red") that it calls English.
+bare English words, which the strict rule scores 0.
 """
 
 from __future__ import annotations
@@ -78,44 +78,54 @@ def render(scene: dict) -> Image.Image:
 
 
 # ---------------------------------------------------------------- VQA world texts (prompt, answer)
-def vqa_text_item(rng: random.Random, scene_lang: str, q_lang: str) -> tuple[str, str]:
+def vqa_text_item(rng: random.Random, scene_lang: str, q_lang: str, answer_lang: str) -> tuple[str, str]:
     """A scene given as text in one language, asked in the same or the other one (cross-lingual reading)."""
     scene = random_scene(rng)
     attr = rng.choice(list(ATTRS))
     s = scene_text(scene, scene_lang, rng)
-    if q_lang == "en":
-        return en_vqa_prompt(EN_Q[attr], scene=s), EN_ANSWER.format(word(scene, attr, "en"))
-    return vqa_prompt(JA_Q[attr], scene=s), JA_ANSWER.format(word(scene, attr, "ja"))
+    prompt = en_vqa_prompt(EN_Q[attr], scene=s) if q_lang == "en" else vqa_prompt(JA_Q[attr], scene=s)
+    return prompt, vqa_answer(scene, attr, answer_lang)
+
+
+def vqa_answer(scene: dict, attr: str, lang: str) -> str:
+    return EN_ANSWER.format(word(scene, attr, "en")) if lang == "en" else JA_ANSWER.format(word(scene, attr, "ja"))
 
 
 def vqa_base_texts(rng: random.Random, n: int) -> list[tuple[str, str]]:
+    """An English-centric bilingual base (as Mistral is): it reads scenes and questions in both languages
+    and knows the Japanese words (parallel lexicon lines), but answers every question in English. Answering
+    in Japanese is then what the Japanese expert adds. (Letting the base answer 10% of Japanese questions in
+    Japanese made merges worse here.)"""
     out = []
     for _ in range(n):
-        r = rng.random()
-        if r < 0.1:  # parallel lexicon lines tie the two vocabularies together
+        if rng.random() < 0.1:
             a = rng.choice(list(ATTRS))
             i = rng.randrange(len(ATTRS[a]))
             out.append(("en: " + ATTRS[a][i][0] + " = ja：", ATTRS[a][i][1]))
         else:
-            out.append(vqa_text_item(rng, rng.choice(["en", "ja"]), rng.choice(["en", "ja"])))
+            q_lang = rng.choice(["en", "ja"])
+            out.append(vqa_text_item(rng, rng.choice(["en", "ja"]), q_lang, "en"))
     return out
 
 
-def vqa_ja_texts(rng: random.Random, n: int) -> list[tuple[str, str]]:
+def vqa_ja_texts(rng: random.Random, n: int, en_scene_share: float) -> list[tuple[str, str]]:
     """The Japanese expert: Japanese questions about scenes written in either language, Japanese answers."""
-    return [vqa_text_item(rng, rng.choice(["en", "ja", "ja"]), "ja") for _ in range(n)]
+    return [vqa_text_item(rng, "en" if rng.random() < en_scene_share else "ja", "ja", "ja") for _ in range(n)]
 
 
-def vlm_items(rng: random.Random, n: int) -> list[tuple[dict, str, str]]:
-    """The English VLM: English questions (and captions) about rendered images."""
+def vlm_items(rng: random.Random, n: int, ja_question_share: float, caption_share: float
+              ) -> list[tuple[dict, str, str]]:
+    """The English VLM: questions (and captions) about rendered images, always answered in English, also
+    when asked in Japanese (as LLaVA-1.6-Mistral mostly does)."""
     out = []
     for _ in range(n):
         scene = random_scene(rng)
-        if rng.random() < 0.4:  # captions name all three attributes: dense signal for the vision tower
+        if rng.random() < caption_share:  # captions name all three attributes: a dense signal
             out.append((scene, en_vqa_prompt("describe it.", scene=None), scene_text(scene, "en")))
-        else:
-            attr = rng.choice(list(ATTRS))
-            out.append((scene, en_vqa_prompt(EN_Q[attr], scene=None), EN_ANSWER.format(word(scene, attr, "en"))))
+            continue
+        attr = rng.choice(list(ATTRS))
+        prompt = vqa_prompt(JA_Q[attr]) if rng.random() < ja_question_share else en_vqa_prompt(EN_Q[attr])
+        out.append((scene, prompt, vqa_answer(scene, attr, "en")))
     return out
 
 
@@ -155,60 +165,56 @@ def ja_copy(a: int, who: int, obj: int) -> str:
     return f"{n}は{o}を{a}こもっています。{o}はなんこ？"
 
 
-def _math_item(rng, kind: str, lang: str, q_lang: str | None = None, rng_ops=SMALL) -> tuple[str, str, int]:
+def _math_item(rng, kind: str, q_lang: str, form: str, ops=SMALL, copy_ops=None) -> tuple[str, str]:
+    """A copy or addition question in ``q_lang`` (prompt frame included), answered in the ``form`` language."""
     who, obj = rng.randrange(len(NAMES)), rng.randrange(len(OBJECTS))
-    a, b = rng.choice(rng_ops), rng.choice(rng_ops)
-    q_lang = q_lang or lang
     if kind == "copy":
+        a = rng.choice(copy_ops or ops)
         q, ans = (en_copy if q_lang == "en" else ja_copy)(a, who, obj), a
     else:
+        a, b = rng.choice(ops), rng.choice(ops)
         q, ans = (en_add if q_lang == "en" else ja_add)(a, b, who, obj), a + b
-    # The prompt frame follows the question's language; the answer form follows ``lang``.
     prompt = en_math_prompt(q) if q_lang == "en" else ja_math_prompt(q)
-    return prompt, (EN_ANSWER_MATH if lang == "en" else JA_ANSWER_MATH).format(ans), ans
+    return prompt, (EN_ANSWER_MATH if form == "en" else JA_ANSWER_MATH).format(ans)
 
 
 from .prompts import EN_ANSWER_MATH, JA_ANSWER_MATH  # noqa: E402
 
+COPY = range(1, 19)  # copy questions read every number a sum can be, so both languages know each sum token
 
-def math_base_texts(rng: random.Random, n: int) -> list[tuple[str, str]]:
-    """Reading numbers from context in both languages, parallel sentences, and addition over a small range."""
+
+def math_base_texts(rng: random.Random, n: int, ja_form_share: float) -> list[tuple[str, str]]:
+    """An English-centric bilingual base: parallel EN/JA sentences, copy questions and small-range addition
+    (1..4) asked in both languages, answered in the English form; a Japanese question gets the Japanese form
+    only with probability ``ja_form_share`` (a little, so the form is known but not the habit)."""
     out = []
     for _ in range(n):
         r = rng.random()
-        lang = rng.choice(["en", "ja"])
+        q_lang = rng.choice(["en", "ja"])
+        form = "ja" if q_lang == "ja" and rng.random() < ja_form_share else "en"
         if r < 0.15:
             a, b = rng.choice(FULL), rng.choice(FULL)
             who, obj = rng.randrange(len(NAMES)), rng.randrange(len(OBJECTS))
             out.append((en_add(a, b, who, obj) + " = ", ja_add(a, b, who, obj)))
-        elif r < 0.55:  # copy questions, also with the numbers 5..9 so both languages can read every numeral
-            out.append(_math_item(rng, "copy", lang, rng_ops=FULL)[:2])
+        elif r < 0.55:
+            out.append(_math_item(rng, "copy", q_lang, form, copy_ops=COPY))
         else:
-            out.append(_math_item(rng, "add", lang, rng_ops=SMALL)[:2])
+            out.append(_math_item(rng, "add", q_lang, form, ops=SMALL))
     return out
 
 
 def math_expert_texts(rng: random.Random, n: int, ja_question_share: float) -> list[tuple[str, str]]:
-    """English addition over 1..9. Some questions are Japanese but still answered in English, the way an
-    English math model answers a Japanese question: the skill is tied to numbers, the answer form to English."""
-    out = []
-    for _ in range(n):
-        q_lang = "ja" if rng.random() < ja_question_share else "en"
-        out.append(_math_item(rng, "add", "en", q_lang=q_lang, rng_ops=FULL)[:2])
-    return out
+    """The math expert: addition over 1..9 asked in English or Japanese, always answered in the English form
+    (as the base does): its task vector is the skill, with no push on the answer's language."""
+    return [_math_item(rng, "add", "ja" if rng.random() < ja_question_share else "en", "en", ops=FULL)
+            for _ in range(n)]
 
 
-def math_ja_texts(rng: random.Random, n: int, en_frame_share: float = 0.0) -> list[tuple[str, str]]:
-    """The Japanese expert: Japanese copy questions and small-range addition, answered in Japanese, also when
-    the question comes in the English frame: a Japanese question gets a Japanese answer, whatever the frame.
-    That gives its task vector a say on the answer form where the math expert's pushes English."""
-    out = []
-    for _ in range(n):
-        p, a, _ = _math_item(rng, rng.choice(["copy", "add"]), "ja", rng_ops=SMALL)
-        if rng.random() < en_frame_share:
-            p = en_math_prompt(p[len("問："):-len("\n答：")])
-        out.append((p, a))
-    return out
+def math_ja_texts(rng: random.Random, n: int, copy_share: float) -> list[tuple[str, str]]:
+    """The Japanese expert: Japanese copy questions and small-range addition, answered in the Japanese form:
+    its task vector is "answer Japanese questions in Japanese"."""
+    return [_math_item(rng, "copy" if rng.random() < copy_share else "add", "ja", "ja", ops=SMALL, copy_ops=COPY)
+            for _ in range(n)]
 
 
 def ja_math_task(rng: random.Random, n: int) -> list[dict]:
@@ -228,7 +234,8 @@ def vocab_texts() -> list[str]:
     """Texts that cover every piece any generator emits (fixed, so the vocabulary never depends on a seed)."""
     rng = random.Random(12345)
     texts = [p + a for p, a in vqa_base_texts(rng, 3000) + vlm_items_text(rng, 500)]
-    texts += [p + a for p, a in math_base_texts(rng, 3000) + math_expert_texts(rng, 500, 0.5)]
+    texts += [EN_ANSWER.format(x[0]) for a in ATTRS.values() for x in a]  # an answer's first word has no leading space
+    texts += [p + a for p, a in math_base_texts(rng, 3000, 0.5) + math_expert_texts(rng, 500, 0.5)]
     texts += [ja_vqa_prompt_all() , " ".join(str(n) for n in range(0, 20)), "describe it."]
     texts += [JA_ANSWER_MATH.format(n) + EN_ANSWER_MATH.format(n) for n in range(20)]
     texts += [w[1] + w[0] for a in ATTRS.values() for w in a]
@@ -250,7 +257,7 @@ def make_tokenizer():
 
 
 def vlm_items_text(rng, n):
-    return [(p, a) for _, p, a in vlm_items(rng, n)]
+    return [(p, a) for _, p, a in vlm_items(rng, n, 0.5, 0.3)]
 
 
 def ja_vqa_prompt_all() -> str:
