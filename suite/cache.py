@@ -16,6 +16,18 @@ def cache_dir() -> Path:
     return base / "evosuite"
 
 
+def recipe_hash(settings, files) -> str:
+    """A short hash of a build's ``settings`` (JSON-able) and the bytes of the ``files`` its code lives in,
+    so that a cached build is never reused once its recipe or its code changes."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for path in files:
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()[:10]
+
+
 def build_atomically(root: Path, build_into, *, marker: str, say=None, label: str = "cache",
                      force: bool = False) -> Path:
     """Return ``root``, first calling ``build_into(tmp)`` when ``root/marker`` is missing (or ``force``).

@@ -39,3 +39,15 @@ def test_build_atomically_reuses_and_never_leaves_half_a_build(tmp_path):
     assert len(calls) == 1 and "reusing" in messages[0]
     build_atomically(root, build, marker="done", force=True)
     assert (root / "done").read_text() == "2" and [p.name for p in tmp_path.iterdir()] == ["thing"]
+
+
+def test_recipe_hash_follows_settings_and_code(tmp_path):
+    from evosuite.cache import recipe_hash
+
+    code = tmp_path / "build.py"
+    code.write_text("steps = 1\n")
+    first = recipe_hash({"steps": 1, "lr": 0.1}, [code])
+    assert recipe_hash({"lr": 0.1, "steps": 1}, [code]) == first  # key order does not matter
+    assert recipe_hash({"steps": 2, "lr": 0.1}, [code]) != first
+    code.write_text("steps = 2\n")
+    assert recipe_hash({"steps": 1, "lr": 0.1}, [code]) != first

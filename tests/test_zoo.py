@@ -119,3 +119,34 @@ def test_zoo_path_and_failed_build_leaves_nothing(tmp_path, monkeypatch):
     assert not p.exists() and not [x for x in p.parent.iterdir() if x.name.startswith(".tmp")]
     with pytest.raises(ValueError):
         zoo_build.build_zoo("huge")
+
+
+class _Now:
+    """A pool that runs each job at once (the builder's VLM check only needs submit().result())."""
+
+    def submit(self, fn, *args):
+        from concurrent.futures import Future
+
+        f = Future()
+        f.set_result(fn(*args))
+        return f
+
+
+@pytest.mark.parametrize(("margins", "kept", "tried"), [([0.05, 0.12, 0.30], 1, 2), ([0.05, 0.08, 0.02], 1, 3),
+                                                         ([0.15], 0, 1)])
+def test_builder_keeps_the_first_vlm_draw_that_shows_the_merge(tmp_path, monkeypatch, margins, kept, tried):
+    def train_vlm(out, recipe, seed, attempt=0):
+        (Path(out) / "vqa" / "vlm").mkdir(parents=True)
+        (Path(out) / "vqa" / "vlm" / "draw").write_text(str(attempt))
+
+    draws = iter(margins)
+    monkeypatch.setattr(jobs, "train_vlm", train_vlm)
+    monkeypatch.setattr(jobs, "score_vqa", lambda out, recipe, split: {"split": split})
+    monkeypatch.setattr(jobs, "vqa_margin", lambda scores: next(draws) if scores["split"] == "check" else None)
+    pool = _Now()
+    attempts = zoo_build._accept_vlm(tmp_path, {"vlm_attempts": 3}, 0, pool.submit(train_vlm, str(tmp_path), {}, 0),
+                                     pool, lambda msg: None, 0.0)
+    assert [a["attempt"] for a in attempts] == list(range(tried))
+    assert [a["check_margin"] for a in attempts] == margins[:tried]
+    assert (tmp_path / "vqa" / "vlm" / "draw").read_text() == str(kept)
+    assert sorted(p.name for p in (tmp_path / "vqa").iterdir()) == ["vlm"]  # the other draws are gone

@@ -7,7 +7,6 @@ processes with one torch thread each (two threads in one process ran many times 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -16,6 +15,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
 
+from evosuite import cache
 from evosuite.cache import build_atomically, cache_dir
 
 ZOO_VERSION = 2
@@ -45,11 +45,7 @@ RECIPES: dict[str, dict] = {
 
 def recipe_hash(variant: str) -> str:
     """Changes when the recipe or any zoo module changes, so a stale cache is never reused."""
-    h = hashlib.sha256(json.dumps(RECIPES[variant], sort_keys=True).encode())
-    here = Path(__file__).parent
-    for name in MODULES:
-        h.update((here / name).read_bytes())
-    return h.hexdigest()[:10]
+    return cache.recipe_hash(RECIPES[variant], [Path(__file__).parent / name for name in MODULES])
 
 
 def zoo_path(variant: str = "full", seed: int = 0) -> Path:

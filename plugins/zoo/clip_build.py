@@ -18,13 +18,13 @@ in this process with one torch thread. The cache key hashes the recipe and the m
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import time
 from pathlib import Path
 from typing import Callable
 
+from evosuite import cache
 from evosuite.cache import build_atomically, cache_dir
 
 CLIP_ZOO_VERSION = 1
@@ -53,11 +53,8 @@ RECIPES: dict[str, dict] = {
 
 def recipe_hash(variant: str) -> str:
     """Changes when the recipe, the architecture or a module the build depends on changes."""
-    h = hashlib.sha256(json.dumps([RECIPES[variant], MODEL_CFG, PREPROCESS_CFG], sort_keys=True).encode())
-    here = Path(__file__).parent
-    for name in MODULES:
-        h.update((here / name).read_bytes())
-    return h.hexdigest()[:10]
+    return cache.recipe_hash([RECIPES[variant], MODEL_CFG, PREPROCESS_CFG],
+                             [Path(__file__).parent / name for name in MODULES])
 
 
 def clip_zoo_path(variant: str = "full", seed: int = 0) -> Path:
