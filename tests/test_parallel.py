@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 
 import pytest
@@ -118,3 +119,16 @@ def test_run_with_two_ray_workers_gives_the_in_process_result(tiny_models, toy_s
     assert b["evaluation"]["ps"]["items_scored"] == a["evaluation"]["ps"]["items_scored"]
     lines = [json.loads(x) for x in (tmp_path / "two" / "evaluations.jsonl").read_text().splitlines()]
     assert [(r["generation"], r["index"]) for r in lines] == sorted((r["generation"], r["index"]) for r in lines)
+
+    # A run interrupted in-process resumes on Ray workers (evaluation is not part of the search).
+    cut = tmp_path / "cut"
+    shutil.copytree(tmp_path / "one", cut)
+    for name in ("summary.json", "final.jsonl", "best_recipe.yaml"):
+        (cut / name).unlink(missing_ok=True)
+    evaluations = (cut / "evaluations.jsonl").read_text().splitlines(keepends=True)
+    (cut / "evaluations.jsonl").write_text("".join(evaluations[:5]))
+    resumed = run_cli("resume", str(cut), "--plain", "--no-save-model", "--workers", "2", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "2 workers, utilization" in resumed.stdout
+    c = json.loads((cut / "summary.json").read_text())
+    assert c["best_genome"] == a["best_genome"] and c["test_scores"] == a["test_scores"] and c["workers"] == 2

@@ -124,8 +124,13 @@ def _announce_results(run_path: Path, make_report: bool) -> None:
 @click.option("--plain", is_flag=True, help="Plain progress lines even on a terminal.")
 @click.option("--no-save-model", is_flag=True, help="Do not export the merged model.")
 @click.option("--report", "make_report", is_flag=True, help="Write report.md and report.html into the run directory.")
-def resume(run_dir, threads, quiet, plain, no_save_model, make_report):
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Evaluate the rest on N Ray workers (the results do not depend on it; default: as the run).")
+@click.option("--ray-address", default=None, help="Use this Ray cluster for the rest of the run.")
+def resume(run_dir, threads, quiet, plain, no_save_model, make_report, workers, ray_address):
     """Continue a run that was stopped or killed, without redoing finished evaluations."""
+    import dataclasses
+
     from evosuite.runner import config_from_store, run_experiment
 
     configure_threads(threads)
@@ -136,7 +141,10 @@ def resume(run_dir, threads, quiet, plain, no_save_model, make_report):
     reporter = make_reporter(quiet=quiet, plain=True if plain else None)
     with reporter:
         reporter.stage("resuming")
-        summary = run_experiment(config_from_store(store), store.path, reporter, resume=True,
-                                 save_model=not no_save_model)
+        config = config_from_store(store)
+        # How candidates are evaluated is not part of the search: a run may resume on other hardware.
+        overrides = {"workers": workers, "ray_address": ray_address}
+        config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+        summary = run_experiment(config, store.path, reporter, resume=True, save_model=not no_save_model)
     _announce_results(store.path, make_report)
     return summary
