@@ -64,6 +64,16 @@ def test_models_load_with_plain_transformers(zoo):
             assert out.shape[1] > enc["input_ids"].shape[1]
 
 
+def test_vlm_keeps_its_pretrained_tower(zoo):
+    from transformers import CLIPVisionModel, LlavaForConditionalGeneration
+
+    # The test zoo's tower was built and trained with OpenCLIP, then converted (recipe "tower_builder").
+    assert zoo_build.RECIPES["test"]["vqa"]["tower_builder"] == "open_clip"
+    tower = CLIPVisionModel.from_pretrained(zoo / "vqa" / "vision-tower").state_dict()
+    vlm = LlavaForConditionalGeneration.from_pretrained(zoo / "vqa" / "vlm").model.vision_tower.state_dict()
+    assert tower.keys() == vlm.keys() and all(torch.equal(tower[k], vlm[k]) for k in tower)  # frozen in the VLM
+
+
 def test_tasks_load_with_datasets(zoo):
     from datasets import Image, load_dataset
 

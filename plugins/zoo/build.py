@@ -26,6 +26,7 @@ RECIPES: dict[str, dict] = {
         "hidden": 128, "layers": 4, "n_search": 300, "n_test": 400, "n_check": 300, "table_limit": None,
         "vlm_attempts": 3,
         "vqa": {"base_steps": 600, "base_lr": 2e-3, "tower_steps": 1000, "tower_lr": 3e-3,
+                "tower_builder": "transformers",
                 "vlm_steps": 300, "vlm_lr": 1e-3, "vlm_ja_question_share": 0.3, "vlm_caption_share": 0.3,
                 "ja_steps": 150, "ja_lr": 1e-3, "ja_en_scene_share": 0.33},
         "math": {"base_steps": 400, "base_lr": 6e-3, "base_ja_form_share": 0.1, "math_steps": 200, "math_lr": 1e-3,
@@ -35,6 +36,8 @@ RECIPES: dict[str, dict] = {
         "hidden": 64, "layers": 2, "n_search": 300, "n_test": 300, "n_check": 60, "table_limit": 60,
         "vlm_attempts": 1,
         "vqa": {"base_steps": 60, "base_lr": 3e-3, "tower_steps": 60, "tower_lr": 3e-3,
+                # The test zoo builds its tower with OpenCLIP and converts it, so the tests cover that path.
+                "tower_builder": "open_clip",
                 "vlm_steps": 30, "vlm_lr": 1e-3, "vlm_ja_question_share": 0.3, "vlm_caption_share": 0.3,
                 "ja_steps": 20, "ja_lr": 1e-3, "ja_en_scene_share": 0.33},
         "math": {"base_steps": 60, "base_lr": 6e-3, "base_ja_form_share": 0.1, "math_steps": 20, "math_lr": 1e-3,

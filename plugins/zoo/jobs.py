@@ -102,7 +102,7 @@ def train_tower(out: str, recipe: dict, seed: int) -> str:
     scenes = [world.random_scene(rng) for _ in range(4000)]
     labels = {a: len(v) for a, v in world.ATTRS.items()}
     tower = train.pretrain_tower(scenes, labels, train.pixels_of([world.render(s) for s in scenes]),
-                                 steps=r["tower_steps"], lr=r["tower_lr"], seed=seed)
+                                 steps=r["tower_steps"], lr=r["tower_lr"], seed=seed, builder=r["tower_builder"])
     tower.save_pretrained(Path(out) / "vqa" / "vision-tower")
     return "vqa/vision-tower"
 

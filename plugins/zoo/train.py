@@ -40,13 +40,37 @@ def vision_config() -> CLIPVisionConfig:
                             num_hidden_layers=2, num_attention_heads=2, projection_dim=64)
 
 
-def pretrain_tower(scenes: list[dict], labels: dict[str, int], pixels: torch.Tensor, *, steps: int, lr: float,
-                   seed: int, batch: int = 64) -> CLIPVisionModel:
-    """A vision tower that already sees, as LLaVA starts from a pretrained CLIP: the mean of its patch
-    features (what the projector reads) must classify each attribute; ``labels`` maps attribute -> classes."""
-    torch.manual_seed(seed)
+#: The same tower as ``vision_config()``, in OpenCLIP's terms (``open_clip.CLIP(embed_dim=64, vision_cfg=...)``).
+OPEN_CLIP_VISION_CFG = {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8,
+                        "mlp_ratio": 2.0}
+
+
+def _transformers_tower():
     tower = CLIPVisionModel(vision_config())
-    heads = torch.nn.ModuleDict({a: torch.nn.Linear(tower.config.hidden_size, n) for a, n in labels.items()})
+    return tower, lambda pixels: tower(pixel_values=pixels).last_hidden_state[:, 1:]
+
+
+def _open_clip_tower():
+    import open_clip
+
+    visual = open_clip.CLIP(embed_dim=64, vision_cfg=OPEN_CLIP_VISION_CFG, text_cfg={"layers": 1, "width": 64,
+                                                                                    "heads": 1}).visual
+    visual.output_tokens = True
+    return visual, lambda pixels: visual(pixels)[1]
+
+
+def pretrain_tower(scenes: list[dict], labels: dict[str, int], pixels: torch.Tensor, *, steps: int, lr: float,
+                   seed: int, builder: str = "transformers", batch: int = 64) -> CLIPVisionModel:
+    """A vision tower that already sees, as LLaVA starts from a pretrained CLIP: the mean of its patch
+    features (what the projector reads) must classify each attribute; ``labels`` maps attribute -> classes.
+
+    ``builder="open_clip"`` builds and trains the tower with OpenCLIP, then converts it to the
+    ``CLIPVisionModel`` a LLaVA checkpoint holds (``evosuite.plugins.openclip_vision``).
+    """
+    torch.manual_seed(seed)
+    tower, patch_features = {"transformers": _transformers_tower, "open_clip": _open_clip_tower}[builder]()
+    width = vision_config().hidden_size
+    heads = torch.nn.ModuleDict({a: torch.nn.Linear(width, n) for a, n in labels.items()})
     params = list(tower.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
@@ -54,13 +78,17 @@ def pretrain_tower(scenes: list[dict], labels: dict[str, int], pixels: torch.Ten
     tower.train()
     for _ in range(steps):
         idx = [rng.randrange(len(scenes)) for _ in range(batch)]
-        feats = tower(pixel_values=pixels[idx]).last_hidden_state[:, 1:].mean(1)
+        feats = patch_features(pixels[idx]).mean(1)
         loss = sum(F.cross_entropy(heads[a](feats), torch.tensor([scenes[i][a] for i in idx])) for a in labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
     tower.eval()
+    if builder == "open_clip":
+        from evosuite.plugins.openclip_vision import to_hf_vision_model
+
+        return to_hf_vision_model(tower)
     return tower
 
 
