@@ -11,10 +11,10 @@ from evosuite.errors import ConfigError
 def _tiny_open_clip(seed=0):
     import open_clip
 
-    from evosuite.plugins.zoo.train import OPEN_CLIP_VISION_CFG
+    from evosuite.plugins.zoo.train import open_clip_vision_cfg
 
     torch.manual_seed(seed)
-    return open_clip.CLIP(embed_dim=64, vision_cfg=OPEN_CLIP_VISION_CFG,
+    return open_clip.CLIP(embed_dim=64, vision_cfg=open_clip_vision_cfg(),
                           text_cfg={"layers": 1, "width": 64, "heads": 1}).visual.eval()
 
 

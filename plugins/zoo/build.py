@@ -115,7 +115,8 @@ def _build_into(out: Path, variant: str, seed: int, say: Callable[[str], None]) 
 
 
 def _accept_vlm(out: Path, recipe: dict, seed: int, first, pool, say, t0: float) -> list[dict]:
-    """Keep the first VLM with which a simple merge beats every source by 0.10 on the builder's own ``check``
+    """Keep the first VLM with which a simple merge beats every source by ``jobs.MERGE_MARGIN`` on the builder's
+    own ``check``
     split (never the search or test split); else train another (up to ``vlm_attempts``) and keep the best.
 
     Whether the VLM's skill survives a merge varies with the training draw: in our experiments the margin on
@@ -139,7 +140,7 @@ def _accept_vlm(out: Path, recipe: dict, seed: int, first, pool, say, t0: float)
             best = (attempt, margin)
         else:
             shutil.rmtree(vlm)
-        if margin >= 0.10 or attempt + 1 == recipe["vlm_attempts"]:
+        if margin >= jobs.MERGE_MARGIN or attempt + 1 == recipe["vlm_attempts"]:
             break
         future = pool.submit(jobs.train_vlm, str(out), recipe, seed, attempt + 1)
     (out / "vqa" / f"vlm-draw{best[0]}").rename(vlm)

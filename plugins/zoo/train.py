@@ -40,9 +40,12 @@ def vision_config() -> CLIPVisionConfig:
                             num_hidden_layers=2, num_attention_heads=2, projection_dim=64)
 
 
-#: The same tower as ``vision_config()``, in OpenCLIP's terms (``open_clip.CLIP(embed_dim=64, vision_cfg=...)``).
-OPEN_CLIP_VISION_CFG = {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8,
-                        "mlp_ratio": 2.0}
+def open_clip_vision_cfg() -> dict:
+    """``vision_config()``'s tower in OpenCLIP's terms (the ``vision_cfg`` of ``open_clip.CLIP``)."""
+    c = vision_config()
+    return {"image_size": c.image_size, "layers": c.num_hidden_layers, "width": c.hidden_size,
+            "head_width": c.hidden_size // c.num_attention_heads, "patch_size": c.patch_size,
+            "mlp_ratio": c.intermediate_size / c.hidden_size}
 
 
 def _transformers_tower():
@@ -53,8 +56,9 @@ def _transformers_tower():
 def _open_clip_tower():
     import open_clip
 
-    visual = open_clip.CLIP(embed_dim=64, vision_cfg=OPEN_CLIP_VISION_CFG, text_cfg={"layers": 1, "width": 64,
-                                                                                    "heads": 1}).visual
+    # open_clip.CLIP always builds a text tower too: the smallest one, thrown away.
+    visual = open_clip.CLIP(embed_dim=vision_config().projection_dim, vision_cfg=open_clip_vision_cfg(),
+                            text_cfg={"layers": 1, "width": 64, "heads": 1}).visual
     visual.output_tokens = True
     return visual, lambda pixels: visual(pixels)[1]
 
