@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -73,6 +74,14 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
                           env=full_env, cwd=cwd, timeout=timeout)
 
 
+@contextlib.contextmanager
+def private_cache(path: Path):
+    """``EVOSUITE_CACHE`` points at ``path`` inside the block (session fixtures cannot use ``monkeypatch``)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EVOSUITE_CACHE", str(path))
+        yield
+
+
 @pytest.fixture(scope="session")
 def zoo_env(tmp_path_factory):
     """A private cache holding the small test variant of the zoo, built once per session.
@@ -83,14 +92,7 @@ def zoo_env(tmp_path_factory):
     from evosuite.plugins.zoo.build import build_zoo, zoo_path
 
     cache = tmp_path_factory.mktemp("evosuite-cache")
-    saved = os.environ.get("EVOSUITE_CACHE")
-    os.environ["EVOSUITE_CACHE"] = str(cache)
-    try:
+    with private_cache(cache):
         root = build_zoo("test", seed=0)
         assert root == zoo_path("test", 0)
-    finally:
-        if saved is None:
-            os.environ.pop("EVOSUITE_CACHE")
-        else:
-            os.environ["EVOSUITE_CACHE"] = saved
     return {"EVOSUITE_CACHE": str(cache), "EVOSUITE_ZOO_VARIANT": "test", "root": str(root)}

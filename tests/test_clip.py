@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import torch
 
 from evosuite.errors import ConfigError, DataError, ModelError
 from evosuite.plugin_manager import get
-from tests.conftest import run_cli
+from tests.conftest import private_cache, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -19,17 +18,10 @@ def clip_zoo(tmp_path_factory):
     from evosuite.plugins.zoo.clip_build import build_clip_zoo, clip_zoo_path
 
     cache = tmp_path_factory.mktemp("evosuite-clip-cache")
-    saved = os.environ.get("EVOSUITE_CACHE")
-    os.environ["EVOSUITE_CACHE"] = str(cache)
-    try:
+    with private_cache(cache):
         root = build_clip_zoo("test", seed=0)
         assert root == clip_zoo_path("test", 0)
         assert build_clip_zoo("test", seed=0) == root  # cached: no second build
-    finally:
-        if saved is None:
-            os.environ.pop("EVOSUITE_CACHE")
-        else:
-            os.environ["EVOSUITE_CACHE"] = saved
     return {"root": root, "cache": str(cache), "meta": json.loads((root / "zoo.json").read_text())}
 
 
