@@ -134,6 +134,37 @@ class HFModel(LoadedModel):
         match = self._layer_pattern.match(canonical_name)
         return int(match.group(1)) if match else None
 
+    # -- vocabulary and configuration (evosuite.vocab_alignment, the run's config report) -------------
+    def vocab_parameters(self) -> list[str]:
+        # A head tied to the embeddings is one tensor: ``named_parameters`` lists it once, under the embeddings.
+        embeddings = text_layout(self.text_config.model_type)["embeddings"] + "weight"
+        return [n for n in (embeddings, self._head + "weight") if n in self.mergeable_parameters()]
+
+    def set_vocabulary(self, tokenizer, rows) -> None:
+        for name, tensor in rows.items():
+            full = name if name.startswith(self._head) else self._prefix + name
+            owner_name, _, attr = full.rpartition(".")
+            owner = self.module.get_submodule(owner_name)
+            getattr(owner, attr).data = tensor
+            for size_attr in ("num_embeddings", "out_features"):  # keep the module's repr and checks true
+                if hasattr(owner, size_attr):
+                    setattr(owner, size_attr, int(tensor.shape[0]))
+        count = int(next(iter(rows.values())).shape[0])
+        for config in {id(c): c for c in (self.text_config, self.module.config)}.values():
+            if hasattr(config, "vocab_size"):
+                config.vocab_size = count
+        self.tokenizer = tokenizer
+
+    def config_summary(self) -> dict[str, Any]:
+        config = self.text_config
+        rope = getattr(config, "rope_parameters", None) or {}
+        rope_theta = getattr(config, "rope_theta", None) or (rope.get("rope_theta") if isinstance(rope, dict) else None)
+        return {"model_type": config.model_type, "hidden_size": getattr(config, "hidden_size", None),
+                "rope_theta": rope_theta, "sliding_window": getattr(config, "sliding_window", None),
+                "max_position_embeddings": getattr(config, "max_position_embeddings", None),
+                "rms_norm_eps": getattr(config, "rms_norm_eps", None),
+                "tie_word_embeddings": getattr(config, "tie_word_embeddings", None)}
+
     # -- generation ----------------------------------------------------------------------------
     def _encode(self, prompts: Sequence[str], images: Sequence[Any] | None) -> dict[str, torch.Tensor]:
         raise NotImplementedError

@@ -76,6 +76,27 @@ class LoadedModel:
         """
         raise NotImplementedError
 
+    # -- optional capabilities: the defaults say "not offered" -------------------------------------------
+    #: The tokenizer whose ids index the rows of ``vocab_parameters`` (None for a model without one).
+    tokenizer: Any = None
+
+    def vocab_parameters(self) -> list[str]:
+        """Canonical names of the mergeable tensors whose rows are indexed by token id (input embeddings, an
+        untied output head). A model that lists them can be merged with models of another vocabulary: the
+        run re-indexes them to the carrier's tokenizer (``evosuite.vocab_alignment``). Default: none."""
+        return []
+
+    def set_vocabulary(self, tokenizer: Any, rows: Mapping[str, Any]) -> None:
+        """Adopt ``tokenizer`` and replace each of ``vocab_parameters`` by ``rows[name]`` (its row count may
+        differ from the current one); needed only by models that list ``vocab_parameters``."""
+        raise NotImplementedError
+
+    def config_summary(self) -> dict[str, Any]:
+        """The configuration values that sources of one merge should share and that the result takes from
+        its carrier (architecture family, rope base, attention window, context length...). The run logs
+        every difference between the sources and the base in one line each. Default: nothing to compare."""
+        return {}
+
     def clone(self) -> LoadedModel:
         """A deep copy whose weights can be overwritten without touching this model (tokenizer shared)."""
         import copy

@@ -54,8 +54,12 @@ def _post_load(model: LoadedModel, name_or_path: str) -> LoadedModel:
     return model
 
 
-def check_mergeable(models: Mapping[str, LoadedModel]) -> None:
-    """Raise a one-line ``ModelError`` naming the first tensor, shape or token on which the models differ."""
+def check_mergeable(models: Mapping[str, LoadedModel], *, ignore_vocab_rows: bool = False) -> None:
+    """Raise a one-line ``ModelError`` naming the first tensor, shape or token on which the models differ.
+
+    ``ignore_vocab_rows``: the row counts of token-indexed tensors (``vocab_parameters``) and the tokenizers
+    may differ, as they may before ``evosuite.vocab_alignment`` gives every model the carrier's vocabulary.
+    """
     names = list(models)
     if len(names) < 2:
         return
@@ -66,20 +70,48 @@ def check_mergeable(models: Mapping[str, LoadedModel]) -> None:
         params = models[other].mergeable_parameters()
         for tensor_name in sorted(set(reference) ^ set(params)):
             owner, missing = (first, other) if tensor_name in reference else (other, first)
-            raise ModelError(f"tensor {tensor_name!r} is in {owner!r} but not in {missing!r}",
+            families = _families(models, first, other)
+            raise ModelError(f"tensor {tensor_name!r} is in {owner!r} but not in {missing!r}{families}",
                              "merge models of the same architecture")
+        rows_may_differ = set(models[other].vocab_parameters()) if ignore_vocab_rows else set()
         for tensor_name, tensor in reference.items():
-            if tuple(tensor.shape) != tuple(params[tensor_name].shape):
+            shape, other_shape = tuple(tensor.shape), tuple(params[tensor_name].shape)
+            if tensor_name in rows_may_differ:
+                shape, other_shape = shape[1:], other_shape[1:]
+            if shape != other_shape:
                 raise ModelError(
                     f"tensor {tensor_name!r} has shape {tuple(tensor.shape)} in {first!r} "
-                    f"but {tuple(params[tensor_name].shape)} in {other!r}",
+                    f"but {tuple(params[tensor_name].shape)} in {other!r}{_families(models, first, other)}",
                     "merge models of the same architecture and size",
                 )
         vocab = _vocab(models[other])
-        if ref_vocab is not None and vocab is not None and vocab != ref_vocab:
+        if not ignore_vocab_rows and ref_vocab is not None and vocab is not None and vocab != ref_vocab:
             token = next(iter(sorted(set(ref_vocab.items()) ^ set(vocab.items()))))
             raise ModelError(f"the tokenizers of {first!r} and {other!r} differ (token {token[0]!r})",
                              "merge models that share one tokenizer")
+
+
+def _families(models: Mapping[str, LoadedModel], a: str, b: str) -> str:
+    """``: 'a' is a qwen2 model, 'b' a mistral model`` when the two families differ, else nothing."""
+    family_a = models[a].config_summary().get("model_type")
+    family_b = models[b].config_summary().get("model_type")
+    if family_a and family_b and family_a != family_b:
+        return f": {a!r} is a {family_a} model, {b!r} a {family_b} model"
+    return ""
+
+
+def config_differences(models: Mapping[str, LoadedModel], carrier: str) -> list[str]:
+    """One line per configuration value (``LoadedModel.config_summary``) on which the models differ, with the
+    value the result keeps: the carrier's, since the merged weights are written into a copy of it."""
+    summaries = {name: model.config_summary() for name, model in models.items()}
+    keys = [k for k in summaries[carrier] if any(k in s for s in summaries.values())]
+    lines = []
+    for key in keys:
+        values = {name: summary.get(key) for name, summary in summaries.items()}
+        if len({repr(v) for v in values.values()}) > 1:
+            listed = ", ".join(f"{name} {value}" for name, value in values.items())
+            lines.append(f"config: {key} differs ({listed}); the result keeps {carrier}'s {values[carrier]}")
+    return lines
 
 
 def _vocab(model: LoadedModel):

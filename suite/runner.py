@@ -19,10 +19,11 @@ from evosuite.config import RunConfig, parse_config
 from evosuite.errors import ConfigError, EvosuiteError
 from evosuite.evolver import Evolver
 from evosuite.fitness import parse_fitness
-from evosuite.models import check_mergeable, load_model
+from evosuite.models import check_mergeable, config_differences, load_model
 from evosuite.plugin_manager import get_host
 from evosuite.run_store import RunStore
 from evosuite.tui import Reporter
+from evosuite.vocab_alignment import align_to_carrier
 
 MERGED = "merged"
 
@@ -35,15 +36,19 @@ class Stage:
     space_cls: Any
     options: dict[str, Any]
     budget: int
+    #: The optimizer's options for this stage: the run's, updated by the pipeline's ``optimizers: {stage: ...}``.
+    optimizer_options: dict[str, Any]
 
 
 class Plan:
     """What a configuration names, resolved (and options checked) before any work.
 
-    ``space: {name: "ps+dfs", options: {ps: {...}, dfs: {...}, partners: [...], budgets: {...}}}`` is a
-    pipeline: each stage after the first merges the previous stage's best model (as the first source, and
-    the carrier) with the ``partners`` sources (default: every source but the carrier), as the paper's
-    PS-then-DFS did. Without budgets, the run's budget is split evenly over the stages.
+    ``space: {name: "ps+dfs", options: {ps: {...}, dfs: {...}, partners: [...], budgets: {...},
+    optimizers: {...}}}`` is a pipeline: each stage after the first merges the previous stage's best model
+    (as the first source, and the carrier) with the ``partners`` sources (default: every source but the
+    carrier), as the paper's PS-then-DFS did. Without budgets, the run's budget is split evenly over the
+    stages; ``optimizers: {dfs: {popsize: 128}}`` sets one stage's optimizer options (the paper's DFS ran
+    population 128 for 100 generations after about 1000 PS trials).
     """
 
     def __init__(self, config: RunConfig):
@@ -60,11 +65,17 @@ class Plan:
         self.partners = list(pipeline_options.pop("partners", None) or
                              [s.name for s in config.sources if s.name != config.carrier_name()])
         budgets = dict(pipeline_options.pop("budgets", None) or {})
+        stage_optimizers = dict(pipeline_options.pop("optimizers", None) or {})
         if len(names) > 1:
             unknown = sorted(set(pipeline_options) - set(names))
             if unknown:
                 raise ConfigError(f"unknown key {unknown[0]!r} in the options of space {config.space.name!r}",
-                                  f"give options per stage ({', '.join(names)}), partners or budgets")
+                                  f"give options per stage ({', '.join(names)}), partners, budgets or optimizers")
+            for key, per_stage in (("budgets", budgets), ("optimizers", stage_optimizers)):
+                stray = sorted(set(per_stage) - set(names))
+                if stray:
+                    raise ConfigError(f"{key} names {stray[0]!r}, which is not a stage of {config.space.name!r}",
+                                      f"name stages: {', '.join(names)}")
             missing = [p for p in self.partners if p not in {s.name for s in config.sources}]
             if missing:
                 raise ConfigError(f"partner {missing[0]!r} is not one of the sources", "name sources as partners")
@@ -74,13 +85,18 @@ class Plan:
             options = dict(pipeline_options.get(name) or {}) if len(names) > 1 else dict(config.space.options)
             check_options("merge space", name, options, cls.options)
             share = config.budget // len(names) + (config.budget % len(names) if k == len(names) - 1 else 0)
-            self.stages.append(Stage("+".join(names[:k + 1]), cls, options, int(budgets.get(name, share))))
+            optimizer_options = {**config.optimizer.options, **(stage_optimizers.get(name) or {})}
+            check_options("optimizer", config.optimizer.name, optimizer_options, self.optimizer_cls.options)
+            self.stages.append(Stage("+".join(names[:k + 1]), cls, options, int(budgets.get(name, share)),
+                                     optimizer_options))
         if self.stages[0].space_cls.needs_base and not config.base_model:
             raise ConfigError(f"merge space {names[0]!r} needs a base model",
                               "set base_model to the sources' common ancestor")
 
 
-def _load_models(config: RunConfig, reporter: Reporter):
+def _load_models(config: RunConfig, reporter: Reporter, notes: list[str] | None = None):
+    """The sources and base, checked and given the carrier's vocabulary; what that took is reported (and
+    appended to ``notes`` for the summary)."""
     kwargs = dict(dtype=config.dtype, device=config.device, trust_remote_code=config.trust_remote_code,
                   allow_pickle=config.allow_pickle)
     models = {}
@@ -91,7 +107,21 @@ def _load_models(config: RunConfig, reporter: Reporter):
     if config.base_model:
         reporter.message(f"loading base model: {config.base_model}")
         base = load_model(config.base_model, **kwargs)
-    check_mergeable({**models, **({"base model": base} if base is not None else {})})
+    everything = {**models, **({"base model": base} if base is not None else {})}
+    carrier = config.carrier_name()
+    lines = []
+    if config.carrier is None:
+        lines.append(f"carrier: {carrier} (none named, so the last source; the result keeps its tokenizer, "
+                     f"config and unmerged parts; set carrier: to choose)")
+    check_mergeable(everything, ignore_vocab_rows=True)
+    # The result keeps the carrier's tokenizer: every other model is re-indexed to it.
+    lines += [alignment.describe(carrier) for alignment in align_to_carrier(everything, carrier)]
+    lines += config_differences(everything, carrier)
+    check_mergeable(everything)
+    for line in lines:
+        reporter.message(line)
+    if notes is not None:
+        notes.extend(lines)
     return models, base
 
 
@@ -119,7 +149,8 @@ def run_experiment(config: RunConfig, run_dir: str | Path, reporter: Reporter, *
 def _execute(plan: Plan, store: RunStore, reporter: Reporter, *, save_model: bool) -> dict[str, Any]:
     config, benchmark = plan.config, plan.benchmark
     reporter.stage("loading models")
-    models, base = _load_models(config, reporter)
+    load_notes: list[str] = []
+    models, base = _load_models(config, reporter, load_notes)
     carrier = models[config.carrier_name()]
     if not carrier.supports(benchmark.modality):
         raise ConfigError(f"benchmark {benchmark.name!r} takes {benchmark.modality} models but the carrier "
@@ -197,6 +228,7 @@ def _execute(plan: Plan, store: RunStore, reporter: Reporter, *, save_model: boo
         "sources": [s.name for s in config.sources],
         "workers": config.workers,
         "evaluation": parallel_stats,  # per stage: worker utilization, items scored (cheaper fitness)
+        "loading": load_notes,  # carrier choice, vocabulary alignment, config differences: one line each
     }
     if save_model:
         reporter.message("saving the merged model")
@@ -217,7 +249,7 @@ def _search(stage: Stage, space, benchmark, search_items, store: RunStore, repor
     fitness = ItemScorer(space.candidate, benchmark, search_items, plan.fitness, config.seed)
     schedule = Schedule(plan.fitness, len(search_items)) if plan.fitness.active else None
     optimizer = plan.optimizer_cls(space.dimension, seed=config.seed, x0=space.initial_genome(),
-                                   **config.optimizer.options)
+                                   **stage.optimizer_options)
     reporter.stage(f"{stage.label} search on {benchmark.name}/{benchmark.search_split} "
                    f"({len(search_items)} items, {space.dimension} genes)")
     evolver = Evolver(stage=stage.label, optimizer=optimizer, evaluate=fitness, store=store, budget=stage.budget,

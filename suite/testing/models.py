@@ -16,12 +16,13 @@ CHARS = list("abcdefghijklmnopqrstuvwxyz0123456789 .,:?!") + list("あいうえ�
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<image>"]
 
 
-def char_tokenizer():
-    """A fast char-level tokenizer that ``AutoTokenizer`` loads offline."""
+def char_tokenizer(tokens: list[str] | None = None):
+    """A fast char-level tokenizer that ``AutoTokenizer`` loads offline; ``tokens`` (default: ``SPECIALS +
+    CHARS``) lists its vocabulary in id order, for tests of models whose vocabularies differ."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {tok: i for i, tok in enumerate(SPECIALS + CHARS)}
+    vocab = {tok: i for i, tok in enumerate(tokens or SPECIALS + CHARS)}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Split(Regex(r"<image>|[\s\S]"), behavior="isolated")
     core.decoder = decoders.Fuse()
