@@ -146,11 +146,14 @@ def build_output_vocabulary(spec: TokenizerSpec, models: list[str], base: str, p
     rows = padded_rows(tokens, spec.pad_to_multiple_of)
     maps = {ref: row_map(ids, vocabs.get(ref, vocabs[base]).ids, rows, source_rows=model_rows[ref])
             for ref in models}
+    result = OutputVocabulary(out, ids, tokens, rows, maps, {ref: dict(v.ids) for ref, v in vocabs.items()},
+                              dict(model_rows), dict(spec.tokens), "", warnings)
+    for token, entry in spec.tokens.items():  # a bad row source fails here, before anything is written
+        _override(result, token, entry, set(models))
     shared = sum(all(m[i] != ABSENT for m in maps.values()) for i in range(tokens))
-    summary = (f"{spec.source} of {len(models)} model(s): {tokens} tokens, {rows} rows; {shared} tokens in every "
-               f"model, {tokens - shared} filled by mergekit's rule")
-    return OutputVocabulary(out, ids, tokens, rows, maps, {ref: dict(v.ids) for ref, v in vocabs.items()},
-                            dict(model_rows), dict(spec.tokens), summary, warnings)
+    result.summary = (f"{spec.source} of {len(models)} model(s): {tokens} tokens, {rows} rows; {shared} tokens "
+                      f"in every model, {tokens - shared} filled by mergekit's rule")
+    return result
 
 
 def _override(vocab: OutputVocabulary, token: str, entry: TokenRow, merged: set[str]) -> RowSource:
