@@ -312,3 +312,24 @@ def test_bad_token_rows_and_missing_tokenizers_are_one_line(models, tmp_path):
         merge_from_config(cfg, tmp_path / "out")
     assert "has no tokenizer" in str(info.value) and "\n" not in str(info.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_base_tokens_past_its_rows_are_stripped(models, tmp_path):
+    from evosuite.testing.models import char_tokenizer
+
+    root, src = models
+    longer = tmp_path / "d"  # A's weights (68 rows) beside a tokenizer with one more token, "pq" at id 68
+    longer.mkdir()
+    for file in ("model.safetensors", "config.json"):
+        (longer / file).write_bytes((root / "a" / file).read_bytes())
+    char_tokenizer(DEFAULT, ("xy", "pq")).save_pretrained(longer)
+    cfg = linear(root, "a", "b", tokenizer_source="base")
+    cfg["base_model"] = str(longer)
+    cfg["models"].insert(0, {"model": str(longer), "parameters": {"weight": 0.5}})
+    out = merge_from_config(cfg, tmp_path / "out")
+    emb = merged(out)["model.embed_tokens.weight"]
+    model, tokenizer = load_with_transformers(out)
+    assert len(tokenizer) == 68 and "pq" not in tokenizer.get_vocab() and emb.shape == (68, 32)
+    t = "model.embed_tokens.weight"
+    torch.testing.assert_close(emb[67], row(src, "a", t, "xy"))  # only the base has "xy"
+    torch.testing.assert_close(emb[9], 0.5 * row(src, "a", t, DEFAULT[9]) + 0.5 * row(src, "b", t, DEFAULT[9]))

@@ -1,7 +1,8 @@
 """mergekit's YAML merge config, validated into dataclasses, and per-tensor parameter resolution.
 
 A config names ``merge_method``, the ``models`` (or output ``slices`` of layer ranges, for
-frankenmerges), an optional ``base_model``, global ``parameters``, ``dtype`` and ``tokenizer_source``.
+frankenmerges), an optional ``base_model``, global ``parameters``, ``dtype``, and the output vocabulary
+(``tokenizer_source`` or a ``tokenizer:`` block, parsed into a ``TokenizerSpec``).
 A parameter value is a scalar, a list of numbers (a gradient interpolated over the layers at
 t = idx / (num_layers - 1)), or a list of ``{filter: SUBSTRING, value: ...}`` items where the first item
 whose filter occurs in the tensor name (or that has no filter) gives the value. A model's parameter is

@@ -578,6 +578,8 @@ def merge_from_config(config: str | Path | Mapping[str, Any] | MergeConfig, out_
         return plan
     for warning in plan.warnings:
         print(f"Warning: {warning}", file=sys.stderr)
+    if plan.vocabulary is not None:
+        print(f"vocabulary: {plan.vocabulary.summary}", file=sys.stderr)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.evosuite-tmp-{os.getpid()}"
     if tmp.exists():
