@@ -119,9 +119,8 @@ def build_output_vocabulary(spec: TokenizerSpec, models: list[str], base: str, p
     base_vocab = vocabs[base].below(model_rows[base])
 
     if spec.source in ("base", "union"):
-        out = tokenizers[base]
         if len(base_vocab.ids) < len(vocabs[base].ids):
-            out = _strip(out, base, model_rows[base])
+            out = _strip(tokenizers[base], base, model_rows[base])
         else:
             out = _load(base, paths[base])  # a fresh copy: tokens are added to it
         if spec.source == "union":
@@ -151,8 +150,8 @@ def build_output_vocabulary(spec: TokenizerSpec, models: list[str], base: str, p
     for token, entry in spec.tokens.items():  # a bad row source fails here, before anything is written
         _override(result, token, entry, set(models))
     shared = sum(all(m[i] != ABSENT for m in maps.values()) for i in range(tokens))
-    result.summary = (f"{spec.source} of {len(models)} model(s): {tokens} tokens, {rows} rows; {shared} tokens "
-                      f"in every model, {tokens - shared} filled by mergekit's rule")
+    result.summary = (f"tokenizer_source {spec.source!r} over {len(models)} model(s): {tokens} tokens, {rows} rows; "
+                      f"{shared} tokens in every model, {tokens - shared} filled by mergekit's rule")
     return result
 
 
