@@ -23,6 +23,7 @@ from typing import Mapping
 
 from evosuite.api import LoadedModel
 from evosuite.errors import ModelError
+from evosuite.merge.vocabulary import row_map
 
 #: Below this share of the carrier's tokens found in a model, the two tokenizers are different families
 #: (a Llama and a Qwen vocabulary share a few hundred byte and ASCII pieces): merging rows would be noise.
@@ -47,21 +48,6 @@ class Alignment:
         dropped = f"{len(self.dropped)} dropped" + (f" ({shown})" if self.dropped else "")
         return (f"vocabulary: {self.model} aligned to {carrier}'s tokenizer by token: {self.merged} rows merged, "
                 f"{self.kept} kept from {carrier}, {dropped}")
-
-
-def row_map(target_vocab: Mapping[str, int], source_vocab: Mapping[str, int], rows: int,
-            source_rows: int) -> list[int]:
-    """For each of the ``rows`` target rows, the source row of the same token string, or -1.
-
-    Target rows without a token (padding past the tokenizer) and source ids past ``source_rows`` map to -1.
-    """
-    token_at = {index: token for token, index in target_vocab.items() if 0 <= index < rows}
-    mapping = []
-    for row in range(rows):
-        token = token_at.get(row)
-        index = source_vocab.get(token, -1) if token is not None else -1
-        mapping.append(index if 0 <= index < source_rows else -1)
-    return mapping
 
 
 def _vocabulary(model: LoadedModel, name: str) -> dict[str, int]:
@@ -89,7 +75,7 @@ def align_model(model: LoadedModel, name: str, carrier: LoadedModel, carrier_nam
     source_rows = int(params[vocab_names[0]].shape[0])
     if source_rows == rows and source_vocab == target_vocab:
         return Alignment(name, rows, rows, 0, [], changed=False)
-    mapping = row_map(target_vocab, source_vocab, rows, source_rows)
+    mapping = row_map(target_vocab, source_vocab, rows, source_rows=source_rows)
     merged = sum(1 for index in mapping if index >= 0)
     if merged < MIN_SHARED_FRACTION * min(len(target_vocab), rows):
         raise ModelError(f"the tokenizer of {name!r} shares only {merged} of {len(target_vocab)} tokens with the "

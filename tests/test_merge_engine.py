@@ -163,7 +163,7 @@ def test_missing_model(zoo):
     ({"models": []}, "either `models` or `slices`"),
     ({"frobnicate": 1}, "unknown key"),
     ({"dtype": "int3"}, "unknown dtype"),
-    ({"tokenizer_source": "union"}, "union"),
+    ({"tokenizer_source": "union", "tokenizer": {"source": "base"}}, "both `tokenizer_source` and `tokenizer`"),
 ])
 def test_config_errors_are_one_line(zoo, change, message):
     root, *_ = zoo
@@ -206,7 +206,7 @@ def test_yaml_file_and_base_not_listed(zoo):
 
 def test_missing_tokenizer_warns(zoo, capsys):
     root, *_ = zoo
-    cfg = {**ta_config(root), "tokenizer_source": str(root / "a")}
+    cfg = {**ta_config(root), "base_model": str(root / "a")}  # no tokenizer_source: the base's files are copied
     merge_from_config(cfg, root / "out")
     assert "no tokenizer" in capsys.readouterr().err
 

@@ -17,7 +17,7 @@ import yaml
 from evosuite.errors import ModelError
 from evosuite.models import check_mergeable, config_differences, load_model
 from evosuite.testing.models import CHARS, SPECIALS, char_tokenizer, text_config, write_llm
-from evosuite.vocab_alignment import align_to_carrier, row_map
+from evosuite.vocab_alignment import align_to_carrier
 from tests.conftest import run_cli
 from tests.test_evolution_run import toy_site  # noqa: F401  (the toy benchmark's fake distribution)
 
@@ -48,13 +48,6 @@ def write_reindexed(src: Path, dst: Path, tokens: list[str], *, rows: int | None
 
 def embeddings(model) -> torch.Tensor:
     return model.mergeable_parameters()["embed_tokens.weight"]
-
-
-def test_row_map_by_hand():
-    # target rows: a b c <padding>; the source knows c (id 0) and a (id 1) and x, and has 3 rows
-    assert row_map({"a": 0, "b": 1, "c": 2}, {"c": 0, "a": 1, "x": 2}, rows=4, source_rows=3) == [1, -1, 0, -1]
-    # a source id past its own rows (an added token without a row) is not a row
-    assert row_map({"a": 0}, {"a": 5}, rows=1, source_rows=5) == [-1]
 
 
 @pytest.fixture(scope="module")

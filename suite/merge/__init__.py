@@ -3,6 +3,8 @@
 - ``config``: mergekit YAML -> validated dataclasses, and per-tensor parameter resolution.
 - ``engine``: ``merge_from_config`` writes a Hugging Face model directory from memory-mapped sources.
 - ``in_memory``: ``TaskVectorMerger`` merges already loaded sources into preallocated tensors (the evolver).
+- ``vocabulary`` / ``tokenizer``: mergekit's ``tokenizer_source``: the output vocabulary, embedding rows
+  aligned by token string (``vocabulary.row_map`` maps any target vocabulary onto a source's rows).
 - ``sparsify``: the trimming functions (magnitude, DARE, breadcrumbs, DELLA) the task-arithmetic family uses.
 
 The merge methods themselves are plugins (``evosuite.plugins.merge_methods``).

@@ -1,7 +1,8 @@
 """mergekit's YAML merge config, validated into dataclasses, and per-tensor parameter resolution.
 
 A config names ``merge_method``, the ``models`` (or output ``slices`` of layer ranges, for
-frankenmerges), an optional ``base_model``, global ``parameters``, ``dtype`` and ``tokenizer_source``.
+frankenmerges), an optional ``base_model``, global ``parameters``, ``dtype``, and the output vocabulary
+(``tokenizer_source`` or a ``tokenizer:`` block, parsed into a ``TokenizerSpec``).
 A parameter value is a scalar, a list of numbers (a gradient interpolated over the layers at
 t = idx / (num_layers - 1)), or a list of ``{filter: SUBSTRING, value: ...}`` items where the first item
 whose filter occurs in the tensor name (or that has no filter) gives the value. A model's parameter is
@@ -25,7 +26,7 @@ from evosuite.errors import ConfigError, EvosuiteError
 LAYER_RE = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 
 TOP_LEVEL_KEYS = ("base_model", "dtype", "merge_method", "models", "name", "out_dtype", "parameters",
-                  "slices", "tokenizer_source")
+                  "slices", "tokenizer", "tokenizer_source")
 DTYPES = {"float32": "float32", "fp32": "float32", "float": "float32", "float16": "float16", "fp16": "float16",
           "half": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}
 
@@ -56,6 +57,29 @@ class SliceSpec:
         return end - start
 
 
+@dataclass(frozen=True)
+class TokenRow:
+    """A ``tokenizer: tokens:`` entry: where token's default row comes from, and whether it replaces the
+    rows of the models that have the token (``force``). ``kind``: "model" (that model's row for the same
+    token), "model_token" (that model's row for ``token`` or ``token_id``) or "zero"."""
+
+    kind: str
+    model: str | None = None
+    token: str | None = None
+    token_id: int | None = None
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """The output vocabulary: ``source`` "base", "union" or a model path; ``tokens`` to add or set;
+    embedding rows rounded up to ``pad_to_multiple_of``."""
+
+    source: str
+    tokens: dict[str, TokenRow] = field(default_factory=dict)
+    pad_to_multiple_of: int | None = None
+
+
 @dataclass
 class MergeConfig:
     merge_method: str
@@ -68,6 +92,16 @@ class MergeConfig:
     tokenizer_source: str | None
     #: The YAML as given (for the model card).
     raw: dict[str, Any]
+    #: ``tokenizer_source`` or the ``tokenizer:`` block; None merges embeddings by index.
+    tokenizer: TokenizerSpec | None = None
+
+    def referenced_models(self) -> list[str]:
+        """Every model the config names, the base first, then in the config's order."""
+        refs = [self.base_model] if self.base_model else []
+        refs += [e.model for e in self.models]
+        for spec in self.slices or []:
+            refs += ([spec.base_model] if spec.base_model else []) + [s.model for s in spec.sources]
+        return list(dict.fromkeys(refs))
 
     def non_base(self, entries: Sequence[ModelEntry], base: str | None) -> list[ModelEntry]:
         """The entries the method merges: without the base model when the method takes one apart."""
@@ -276,11 +310,77 @@ def load_config(source: str | Path | Mapping[str, Any]) -> MergeConfig:
     dtype = raw.get("out_dtype") or raw.get("dtype")
     if dtype is not None and dtype not in DTYPES:
         raise ConfigError(f"unknown dtype {dtype!r}", f"valid dtypes: {', '.join(sorted(set(DTYPES.values())))}")
-    tokenizer_source = raw.get("tokenizer_source")
-    if tokenizer_source is not None and not isinstance(tokenizer_source, str):
-        raise ConfigError("`tokenizer_source` must be `base` or a model path",
-                          "evosuite copies one tokenizer; `union` vocabularies are not supported")
-    if tokenizer_source == "union":
-        raise ConfigError("`tokenizer_source: union` is not supported", "use `base` or a model path")
-    return MergeConfig(name, method, models, base, parameters, slices,
-                       DTYPES[dtype] if dtype else None, tokenizer_source, raw)
+    result = MergeConfig(name, method, models, base, parameters, slices, DTYPES[dtype] if dtype else None,
+                         raw.get("tokenizer_source"), raw)
+    result.tokenizer = _tokenizer_spec(raw, result.referenced_models())
+    return result
+
+
+# -- the output vocabulary (mergekit's `tokenizer_source` and `tokenizer:`) ----------------------------
+_TOKENIZER_FIX = "write `tokenizer_source: base`, `union` or a model path, or a `tokenizer:` block"
+
+
+def _tokenizer_spec(raw: Mapping[str, Any], referenced: list[str]) -> TokenizerSpec | None:
+    source, block = raw.get("tokenizer_source"), raw.get("tokenizer")
+    if source is not None and block is not None:
+        raise ConfigError("the merge config gives both `tokenizer_source` and `tokenizer`",
+                          "keep one: `tokenizer: {source: ...}` holds the same choice")
+    if block is None:
+        if source is None:
+            return None
+        if not isinstance(source, str) or not source:
+            raise ConfigError(f"`tokenizer_source: {source!r}` is not a tokenizer source", _TOKENIZER_FIX)
+        return TokenizerSpec(source)
+    if not isinstance(block, dict):
+        raise ConfigError("`tokenizer` must be a mapping", "write `tokenizer: {source: union, tokens: {...}}`")
+    extra = sorted(set(block) - {"source", "tokens", "pad_to_multiple_of"})
+    if extra:
+        raise ConfigError(f"unknown key {extra[0]!r} in `tokenizer`", "valid keys: pad_to_multiple_of, source, tokens")
+    source = block.get("source", "union")  # mergekit's default for the block
+    if not isinstance(source, str) or not source:
+        raise ConfigError(f"`tokenizer.source: {source!r}` is not a tokenizer source", _TOKENIZER_FIX)
+    pad = block.get("pad_to_multiple_of")
+    if pad is not None and (isinstance(pad, bool) or not isinstance(pad, int) or pad <= 0):
+        raise ConfigError(f"`tokenizer.pad_to_multiple_of: {pad!r}` is not a positive integer",
+                          "give e.g. `pad_to_multiple_of: 64`, or leave it out")
+    tokens = block.get("tokens") or {}
+    if not isinstance(tokens, dict):
+        raise ConfigError("`tokenizer.tokens` must be a mapping", "write `tokens: {TOKEN: {source: MODEL}}`")
+    rows = {str(tok): _token_row(tok, entry, referenced) for tok, entry in tokens.items()}
+    return TokenizerSpec(source, rows, pad)
+
+
+def _token_row(token: Any, entry: Any, referenced: list[str]) -> TokenRow:
+    where = f"`tokenizer.tokens` entry {token!r}"
+    if not isinstance(entry, dict) or "source" not in entry:
+        raise ConfigError(f"{where} has no `source`",
+                          "give `source: MODEL`, `{kind: model_token, model: M, token: T}` or `{kind: zero}`")
+    extra = sorted(set(entry) - {"source", "force"})
+    if extra:
+        raise ConfigError(f"unknown key {extra[0]!r} in {where}", "valid keys: force, source")
+    force = entry.get("force", False)
+    if not isinstance(force, bool):
+        raise ConfigError(f"{where}: `force: {force!r}` is not true or false", "write `force: true` or leave it out")
+    source = entry["source"]
+
+    def known(model: Any) -> str:
+        if model not in referenced:
+            raise ConfigError(f"{where} takes its row from {model!r}, which the merge does not use",
+                              f"name one of: {', '.join(referenced)}")
+        return model
+
+    if isinstance(source, str):
+        return TokenRow("model", known(source), force=force)
+    kind = source.get("kind") if isinstance(source, dict) else None
+    if kind == "zero" and set(source) == {"kind"}:
+        return TokenRow("zero", force=force)
+    if kind == "model_token" and set(source) <= {"kind", "model", "token", "token_id"}:
+        tok, tok_id = source.get("token"), source.get("token_id")
+        if (tok is None) == (tok_id is None) or (tok_id is not None and (isinstance(tok_id, bool)
+                                                                         or not isinstance(tok_id, int))):
+            raise ConfigError(f"{where}: a model_token source needs exactly one of `token` and `token_id`",
+                              "write `{kind: model_token, model: M, token: T}` (or an integer `token_id`)")
+        return TokenRow("model_token", known(source.get("model")), None if tok is None else str(tok), tok_id,
+                        force)
+    raise ConfigError(f"{where}: {source!r} is not a row source",
+                      "give a model path, `{kind: model_token, model: M, token: T}` or `{kind: zero}`")

@@ -33,11 +33,18 @@ from evosuite.merge.config import (
 )
 from evosuite.merge.in_memory import merge_tensor
 from evosuite.merge.sparsify import Scratch
+from evosuite.merge.tokenizer import OutputVocabulary, align_rows, build_output_vocabulary
+from evosuite.merge.vocabulary import remap_token_ids
 
 DEFAULT_SHARD_SIZE = 5 * 1024**3
 #: Torch threads the command line uses for merging: on the 2-core development machine one thread was
 #: faster than two (the work is memory-bound and the cores are shared); see perf/merge_vs_mergekit.py.
 RECOMMENDED_THREADS = 1
+#: Files of a model's processor that travel with it (a VLM's image processor and processor settings).
+PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
+#: Names of input embeddings, to find a model's vocabulary rows when its config has no ``vocab_size``.
+INPUT_EMBEDDINGS = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight", "embed_in.weight",
+                    "tok_embeddings.weight")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
                    "vocab.json", "merges.txt", "added_tokens.json", "vocab.txt", "chat_template.jinja",
                    "spiece.model")
@@ -121,6 +128,24 @@ class ModelSource:
         layers = [int(m.group(1)) for name in self.meta if (m := LAYER_RE.search(name))]
         return max(layers) + 1 if layers else 0
 
+    @property
+    def vocab_rows(self) -> int | None:
+        """Rows of the model's token embeddings: the config's ``vocab_size`` (a VLM's ``text_config``'s),
+        else the rows of its input embedding tensor."""
+        cfg = self.config
+        rows = cfg.get("vocab_size") or (cfg.get("text_config") or {}).get("vocab_size")
+        if rows:
+            return int(rows)
+        found = [shape[0] for name, (shape, _) in self.meta.items() if name.endswith(INPUT_EMBEDDINGS)]
+        return found[0] if found else None
+
+    def is_embedding(self, name: str) -> bool:
+        """Whether a tensor has one row per token (input embeddings, ``lm_head``): a 2-D tensor outside the
+        layers with as many rows as the vocabulary. These are the tensors mergekit aligns by token."""
+        shape = self.meta[name][0]
+        return (len(shape) == 2 and not LAYER_RE.search(name) and self.vocab_rows is not None
+                and shape[0] == self.vocab_rows)
+
     def get(self, name: str) -> torch.Tensor:
         """One tensor, memory-mapped through ``safetensors.safe_open``."""
         file = self.file_of[name]
@@ -183,6 +208,10 @@ class TensorJob:
     scopes: list[Mapping[str, Any]]
     shape: tuple[int, ...]
     dtype: torch.dtype
+    #: One row per token: aligned by token string when the config names a tokenizer source.
+    embedding: bool = False
+    #: The base model of the job's merge (its rows are the default for tokens other models lack).
+    base_model: str | None = None
 
     @property
     def nbytes(self) -> int:
@@ -201,6 +230,8 @@ class MergePlan:
     tokenizer: ModelSource | None
     num_layers: int
     warnings: list[str] = field(default_factory=list)
+    #: The output tokenizer and row maps (None without ``tokenizer_source``: embeddings merge by index).
+    vocabulary: OutputVocabulary | None = None
 
     @property
     def total_bytes(self) -> int:
@@ -209,13 +240,16 @@ class MergePlan:
     def describe(self) -> str:
         cfg = self.config
         models = sorted({src.ref for job in self.jobs for _, src, _ in job.sources})
+        tokenizer = ("built from the models' tokenizers" if self.vocabulary else
+                     self.tokenizer.ref if self.tokenizer else "(none)")
         lines = [f"merge method: {cfg.merge_method}",
                  f"base model:   {cfg.base_model or '(none)'}",
                  f"models:       {', '.join(models)}",
                  f"tensors:      {len(self.jobs)} in {len(self.shards)} shard(s), "
                  f"{self.total_bytes / 1024**3:.2f} GiB, {self.num_layers} layers",
                  f"dtype:        {str(self.jobs[0].dtype).replace('torch.', '') if self.jobs else '?'}",
-                 f"tokenizer:    {self.tokenizer.ref if self.tokenizer else '(none)'}",
+                 f"tokenizer:    {tokenizer}",
+                 *([f"vocabulary:   {self.vocabulary.summary}"] if self.vocabulary else []),
                  f"output:       {self.out_dir}"]
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
@@ -227,13 +261,25 @@ def _open(refs: dict[str, ModelSource], ref: str) -> ModelSource:
     return refs[ref]
 
 
-def _check_shapes(job_name: str, ref: ModelSource, ref_name: str, others: list[tuple[ModelSource, str]]) -> tuple:
+def _check_shapes(job_name: str, ref: ModelSource, ref_name: str, others: list[tuple[ModelSource, str]],
+                  *, aligned: bool) -> tuple:
+    """The output shape; every input must have it, except the rows of embeddings that are ``aligned``
+    by token (any vocabulary size) and that, unaligned, get an error naming ``tokenizer_source``."""
     shape = ref.meta[ref_name][0]
+    embedding = ref.is_embedding(ref_name)
     for src, name in others:
         if name not in src.meta:
             raise ModelError(f"tensor {name} is missing from model {src.ref!r}",
                              "merge models of the same architecture")
-        if src.meta[name][0] != shape:
+        other = src.meta[name][0]
+        if embedding and src.is_embedding(name) and other[1:] == shape[1:] and other[0] != shape[0]:
+            if aligned:
+                continue
+            raise ModelError(f"models {ref.ref!r} and {src.ref!r} have different vocabulary sizes ({shape[0]} and "
+                             f"{other[0]} rows of {job_name}); merged by index, their rows would not match",
+                             "set `tokenizer_source: base` (or `union`, or a model path) to align them by token, "
+                             "as mergekit does")
+        if other != shape:
             raise ModelError(f"tensor {job_name} has shape {list(shape)} in {ref.ref!r} but "
                              f"{list(src.meta[name][0])} in {src.ref!r}", "merge models of the same architecture")
     return shape
@@ -255,14 +301,17 @@ def build_plan(config: MergeConfig, out_dir: Path, *, dtype: str | None = None,
         raise ConfigError(f"unknown dtype {out_dtype_name!r}", f"valid dtypes: {', '.join(TORCH_DTYPES)}")
     jobs: list[TensorJob] = []
 
-    def add(name, t, base_ref, base_name, entries, scopes, ref_src, ref_name):
+    aligned = config.tokenizer is not None
+
+    def add(name, t, base_ref, base_name, entries, scopes, ref_src, ref_name, base_model=None):
         base = (_open(refs, base_ref), base_name) if base_ref else None
         sources = [(e, _open(refs, e.model), n) for e, n in entries]
         others = ([base] if base else []) + [(s, n) for _, s, n in sources]
-        shape = _check_shapes(name, ref_src, ref_name, others)
+        shape = _check_shapes(name, ref_src, ref_name, others, aligned=aligned)
         st_dtype = (base[0] if base else sources[0][1]).meta[base_name if base else sources[0][2]][1]
         out_dtype = TORCH_DTYPES[out_dtype_name] if out_dtype_name else FROM_ST.get(st_dtype, torch.float32)
-        jobs.append(TensorJob(name, t, base, sources, scopes, shape, out_dtype))
+        jobs.append(TensorJob(name, t, base, sources, scopes, shape, out_dtype, ref_src.is_embedding(ref_name),
+                              base_model))
 
     if config.slices is None:
         base_ref = config.base_model
@@ -274,7 +323,8 @@ def build_plan(config: MergeConfig, out_dir: Path, *, dtype: str | None = None,
         use_base = base_ref if config.method.requires_base else None
         for name in sorted(reference.meta, key=_order_key):
             _, t = tensor_position(name, num_layers)
-            add(name, t, use_base, name, [(e, name) for e in merged], [config.parameters], reference, name)
+            add(name, t, use_base, name, [(e, name) for e in merged], [config.parameters], reference, name,
+                base_ref)
     else:
         reference = _open(refs, config.slices[0].base_model or config.slices[0].sources[0].model)
         num_layers = 0
@@ -311,7 +361,8 @@ def build_plan(config: MergeConfig, out_dir: Path, *, dtype: str | None = None,
                     continue
                 _, t = tensor_position(name, num_layers)
                 entries = [(e, name) for e in config.non_base(spec.sources, spec.base_model)]
-                prefix_jobs.append((name, t, base_ref, name, entries, [spec.parameters, config.parameters], src, name))
+                prefix_jobs.append((name, t, base_ref, name, entries, [spec.parameters, config.parameters], src, name,
+                                    spec.base_model))
         layer_jobs, jobs[:] = list(jobs), []
         for args in prefix_jobs:
             add(*args)
@@ -319,6 +370,7 @@ def build_plan(config: MergeConfig, out_dir: Path, *, dtype: str | None = None,
         post = [j for j in jobs if _order_key(j.name)[0] != 0]
         jobs[:] = pre + layer_jobs + post
 
+    vocabulary = _output_vocabulary(config, refs, jobs, reference) if aligned else None
     shards: list[list[TensorJob]] = [[]]
     size = 0
     for job in jobs:
@@ -328,16 +380,37 @@ def build_plan(config: MergeConfig, out_dir: Path, *, dtype: str | None = None,
         shards[-1].append(job)
         size += job.nbytes
 
-    tokenizer, warnings = None, []
-    tok_ref = config.tokenizer_source
-    if tok_ref in (None, "base"):
+    tokenizer, warnings = None, list(vocabulary.warnings) if vocabulary else []
+    if vocabulary is None:  # copied as is from the base (mergekit's copy_tokenizer)
         tok_ref = config.base_model or (config.models[0].model if config.models else reference.ref)
-    tok_src = _open(refs, tok_ref) if tok_ref not in refs else refs[tok_ref]
-    if any((tok_src.path / f).is_file() for f in TOKENIZER_FILES):
-        tokenizer = tok_src
-    else:
-        warnings.append(f"model {tok_ref!r} has no tokenizer files; the output has none")
-    return MergePlan(config, out_dir, jobs, shards, reference, tokenizer, num_layers, warnings)
+        tok_src = _open(refs, tok_ref)
+        if any((tok_src.path / f).is_file() for f in TOKENIZER_FILES):
+            tokenizer = tok_src
+        else:
+            warnings.append(f"model {tok_ref!r} has no tokenizer files; the output has none")
+    return MergePlan(config, out_dir, jobs, shards, reference, tokenizer, num_layers, warnings, vocabulary)
+
+
+def _output_vocabulary(config: MergeConfig, refs: dict[str, ModelSource], jobs: list[TensorJob],
+                       reference: ModelSource) -> OutputVocabulary:
+    """The output tokenizer of ``config.tokenizer``, and the embedding jobs resized to its rows."""
+    models = config.referenced_models()
+    sources = {ref: _open(refs, ref) for ref in models}
+    rows = {}
+    for ref, src in sources.items():
+        if src.vocab_rows is None:
+            raise ModelError(f"cannot find the token embeddings of model {ref!r} to align its vocabulary",
+                             "give its config.json a `vocab_size`")
+        rows[ref] = src.vocab_rows
+    if not any(job.embedding for job in jobs):
+        raise ModelError(f"model {reference.ref!r} has no tensor with one row per token ({rows[reference.ref]})",
+                         "align vocabularies only for models with token embeddings, or drop `tokenizer_source`")
+    vocabulary = build_output_vocabulary(config.tokenizer, models, models[0],
+                                         {ref: src.path for ref, src in sources.items()}, rows, ModelSource._resolve)
+    for job in jobs:
+        if job.embedding:
+            job.shape = (vocabulary.rows, *job.shape[1:])
+    return vocabulary
 
 
 # -- writing -------------------------------------------------------------------------------------------
@@ -387,16 +460,23 @@ def _write(plan: MergePlan, tmp: Path, *, seed: int, device: str, progress: Prog
                 numel = int(torch.Size(job.shape).numel())
                 base = None
                 staging = work.get("staging", numel * 8, torch.uint8)
+                aligned = _aligned_inputs(plan.vocabulary, job) if job.embedding and plan.vocabulary else None
                 if job.base is not None:
                     src, name = job.base
-                    base = src.read_into(name, work.get("base", numel), staging)
-                    if not on_cpu:
-                        base = dev_work.get("base", numel).copy_(base)
+                    if aligned is not None:
+                        base = dev_work.get("base", numel).copy_(aligned[src.ref].view(-1))
+                    else:
+                        base = src.read_into(name, work.get("base", numel), staging)
+                        if not on_cpu:
+                            base = dev_work.get("base", numel).copy_(base)
                 inputs = []
                 for i, (_, src, name) in enumerate(job.sources):
-                    x = src.read_into(name, work.get(f"src{i}", numel), staging)
-                    if not on_cpu:
-                        x = dev_work.get(f"src{i}", numel).copy_(x)
+                    if aligned is not None:
+                        x = dev_work.get(f"src{i}", numel).copy_(aligned[src.ref].view(-1))
+                    else:
+                        x = src.read_into(name, work.get(f"src{i}", numel), staging)
+                        if not on_cpu:
+                            x = dev_work.get(f"src{i}", numel).copy_(x)
                     if takes_deltas:
                         x.sub_(base)
                     inputs.append(x)
@@ -415,7 +495,32 @@ def _write(plan: MergePlan, tmp: Path, *, seed: int, device: str, progress: Prog
                     progress(done, total)
     index = {"metadata": {"total_size": plan.total_bytes}, "weight_map": dict(sorted(weight_map.items()))}
     (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    _write_configs(plan, tmp)
+    for name in PROCESSOR_FILES:
+        if (plan.reference.path / name).is_file():
+            shutil.copy2(plan.reference.path / name, tmp / name)
+    if plan.vocabulary is not None:
+        plan.vocabulary.tokenizer.save_pretrained(str(tmp))
+    elif plan.tokenizer is not None:
+        for name in TOKENIZER_FILES:
+            if (plan.tokenizer.path / name).is_file():
+                shutil.copy2(plan.tokenizer.path / name, tmp / name)
+    (tmp / "README.md").write_text(_model_card(plan))
 
+
+def _aligned_inputs(vocabulary: OutputVocabulary, job: TensorJob) -> dict[str, torch.Tensor]:
+    """The job's embedding tensors (base and sources, float32) with their rows on the output vocabulary."""
+    tensors = {}
+    for src, name in ([job.base] if job.base else []) + [(s, n) for _, s, n in job.sources]:
+        tensors[src.ref] = src.get(name).to(torch.float32)
+    return align_rows(vocabulary, tensors, job.base_model)
+
+
+def _write_configs(plan: MergePlan, tmp: Path) -> None:
+    """config.json (and generation_config.json) of the reference model, with the output's layer count,
+    dtype and, with an aligned vocabulary, its row count and the token ids of its tokenizer."""
+    vocab = plan.vocabulary
+    old_vocab = vocab.vocabs.get(plan.reference.ref) if vocab else None
     config = json.loads(json.dumps(plan.reference.config))
     if config:
         if plan.config.slices is not None:
@@ -426,14 +531,22 @@ def _write(plan: MergePlan, tmp: Path, *, seed: int, device: str, progress: Prog
             config["torch_dtype"] = dtype_name
             if "dtype" in config:
                 config["dtype"] = dtype_name
+        if vocab is not None:
+            text = config.get("text_config")
+            if "vocab_size" in config or not isinstance(text, dict):
+                config["vocab_size"] = vocab.rows
+            if isinstance(text, dict):
+                text["vocab_size"] = vocab.rows
+            if old_vocab is not None:
+                config = remap_token_ids(config, old_vocab, vocab.ids)
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    if (plan.reference.path / "generation_config.json").is_file():
-        shutil.copy2(plan.reference.path / "generation_config.json", tmp / "generation_config.json")
-    if plan.tokenizer is not None:
-        for name in TOKENIZER_FILES:
-            if (plan.tokenizer.path / name).is_file():
-                shutil.copy2(plan.tokenizer.path / name, tmp / name)
-    (tmp / "README.md").write_text(_model_card(plan))
+    generation = plan.reference.path / "generation_config.json"
+    if generation.is_file():
+        if old_vocab is not None:
+            gen = remap_token_ids(json.loads(generation.read_text()), old_vocab, vocab.ids)
+            (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
+        else:
+            shutil.copy2(generation, tmp / "generation_config.json")
 
 
 def _sources(plan: MergePlan) -> list[ModelSource]:
@@ -465,6 +578,8 @@ def merge_from_config(config: str | Path | Mapping[str, Any] | MergeConfig, out_
         return plan
     for warning in plan.warnings:
         print(f"Warning: {warning}", file=sys.stderr)
+    if plan.vocabulary is not None:
+        print(f"vocabulary: {plan.vocabulary.summary}", file=sys.stderr)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.evosuite-tmp-{os.getpid()}"
     if tmp.exists():

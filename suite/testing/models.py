@@ -16,9 +16,9 @@ CHARS = list("abcdefghijklmnopqrstuvwxyz0123456789 .,:?!") + list("あいうえ�
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<image>"]
 
 
-def char_tokenizer(tokens: list[str] | None = None):
-    """A fast char-level tokenizer that ``AutoTokenizer`` loads offline; ``tokens`` (default: ``SPECIALS +
-    CHARS``) lists its vocabulary in id order, for tests of models whose vocabularies differ."""
+def char_tokenizer(tokens: list[str] | None = None, added: tuple[str, ...] = ()):
+    """A fast char-level tokenizer that ``AutoTokenizer`` loads offline: ``tokens`` (default: the specials,
+    then the chars) in id order, then ``added`` appended as added tokens (as ``add_tokens`` does)."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -26,30 +26,39 @@ def char_tokenizer(tokens: list[str] | None = None):
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Split(Regex(r"<image>|[\s\S]"), behavior="isolated")
     core.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                   unk_token="<unk>", extra_special_tokens={"image_token": "<image>"})
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                        unk_token="<unk>", extra_special_tokens={"image_token": "<image>"})
+    tokenizer.add_tokens(list(added))
+    return tokenizer
 
 
-def text_config(layers: int = 2, hidden: int = 32):
+def text_config(layers: int = 2, hidden: int = 32, *, vocab_size: int | None = None, tokenizer=None):
+    """A tiny Llama config; the special token ids are ``tokenizer``'s when given."""
     from transformers import LlamaConfig
 
-    return LlamaConfig(vocab_size=len(SPECIALS) + len(CHARS), hidden_size=hidden, intermediate_size=2 * hidden,
-                       num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4,
-                       max_position_embeddings=256, bos_token_id=1, eos_token_id=2, pad_token_id=0,
-                       tie_word_embeddings=False)
+    ids = ({"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id} if tokenizer is not None
+           else {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0})
+    return LlamaConfig(vocab_size=vocab_size or len(SPECIALS) + len(CHARS), hidden_size=hidden,
+                       intermediate_size=2 * hidden, num_hidden_layers=layers, num_attention_heads=4,
+                       num_key_value_heads=4, max_position_embeddings=256, tie_word_embeddings=False, **ids)
 
 
-def write_llm(path: Path, *, seed: int = 0, layers: int = 2, hidden: int = 32) -> Path:
+def write_llm(path: Path, *, seed: int = 0, layers: int = 2, hidden: int = 32, tokens: list[str] | None = None,
+              added: tuple[str, ...] = ()) -> Path:
+    """A tiny Llama; ``tokens`` and ``added`` give its vocabulary (see ``char_tokenizer``), one row per id."""
     from transformers import LlamaForCausalLM
 
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(text_config(layers, hidden))
+    tokenizer = char_tokenizer(tokens, added)
+    model = LlamaForCausalLM(text_config(layers, hidden, vocab_size=len(tokenizer), tokenizer=tokenizer))
     model.save_pretrained(path)
-    char_tokenizer().save_pretrained(path)
+    tokenizer.save_pretrained(path)
     return path
 
 
-def write_vlm(path: Path, *, seed: int = 0, layers: int = 2, hidden: int = 32) -> Path:
+def write_vlm(path: Path, *, seed: int = 0, layers: int = 2, hidden: int = 32, tokens: list[str] | None = None,
+              added: tuple[str, ...] = ()) -> Path:
     from transformers import (
         CLIPImageProcessor,
         CLIPVisionConfig,
@@ -59,10 +68,11 @@ def write_vlm(path: Path, *, seed: int = 0, layers: int = 2, hidden: int = 32) -
     )
 
     torch.manual_seed(seed)
-    tokenizer = char_tokenizer()
+    tokenizer = char_tokenizer(tokens, added)
     vision = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
                               image_size=16, patch_size=8)
-    config = LlavaConfig(vision_config=vision, text_config=text_config(layers, hidden),
+    config = LlavaConfig(vision_config=vision,
+                         text_config=text_config(layers, hidden, vocab_size=len(tokenizer), tokenizer=tokenizer),
                          image_token_id=tokenizer.convert_tokens_to_ids("<image>"), image_seq_length=4,
                          vision_feature_select_strategy="default", vision_feature_layer=-1)
     model = LlavaForConditionalGeneration(config)
