@@ -1,10 +1,10 @@
 """Tiny, seeded, architecture-faithful replicas of the model families the paper merged.
 
 Each replica has the real checkpoint's config quirks (model type, GQA, rope theta, sliding window, maximum
-positions, special-token ids, embedding rows, added tokens, image tiling) at a few thousand parameters per
-layer, random weights, and is written with ``save_pretrained`` (safetensors, bfloat16 like the real ones),
-so the code paths a real merge takes (vocabulary alignment, config differences, anyres images, export) run
-on CPU in a second or two:
+positions, special-token ids, embedding rows, added tokens, image tiling) at about fifteen thousand
+parameters per layer, random weights, and is written with ``save_pretrained`` (safetensors, bfloat16 like
+the real ones), so the code paths a real merge takes (vocabulary alignment, config differences, anyres
+images, export) run on CPU in a second or two:
 
 - ``write_replica(hub_id, path)`` writes one replica (``REPLICAS`` lists the hub ids it knows);
 - ``write_paper_zoo(root)`` writes them all under ``root/<hub id>``, so a config naming
@@ -39,9 +39,10 @@ REPLICAS = (BASE, SHISA, WIZARDMATH, ABEL, LLAVA_NEXT, LLAMA, QWEN2)
 #: SentencePiece vocabulary (/work/shared/paper/FACTS.md; the arcee-ai DAM repository computes logits of
 #: shisa-gamma, WizardMath and Abel with the one Mistral-7B-v0.1 tokenizer).
 MISTRAL_VOCAB = 32000
-#: Embedding rows of Abel-7B-002 (FACTS.md). Its tokenizer adds nothing that was found: arcee-ai's DAM README
-#: merges ``arcee-train/Abel-7B-002-truncated-embeds`` (rows cut to 32000) with the 32000-row models, which
-#: only works if no token uses rows 32000-32031; so the replica's 32 extra rows are padding.
+#: Embedding rows of Abel-7B-002 (FACTS.md). No copy of its tokenizer files could be found; the evidence is
+#: arcee-ai's DAM README, which merges ``arcee-train/Abel-7B-002-truncated-embeds`` (rows cut to 32000) with
+#: the 32000-row models under the one Mistral tokenizer, which only works if no token uses rows 32000-32031.
+#: So the replica keeps the 32000-token tokenizer and its 32 extra rows are padding.
 ABEL_ROWS = 32032
 #: llava-v1.6-mistral-7b-hf: ``<image>`` = 32000 and ``<pad>`` = 32001 are added tokens, and the rows are
 #: padded to a multiple of 64, 32064 (FACTS.md; vector-inference's llava-v1.6 config sets
@@ -110,9 +111,8 @@ def mistral_tokenizer(*, shuffle_seed: int | None = None):
 
     tokens, merges = _mistral_vocab(shuffle_seed)
     assert len(tokens) == MISTRAL_VOCAB == len(set(tokens))
-    tokenizer = LlamaTokenizerFast(vocab={t: i for i, t in enumerate(tokens)}, merges=merges,
-                                   add_bos_token=True, add_eos_token=False)
-    return tokenizer
+    return LlamaTokenizerFast(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, add_bos_token=True,
+                              add_eos_token=False)
 
 
 def _with_added_tokens(tokenizer, tokens: list[str], *, pad: str | None = None):
@@ -290,7 +290,7 @@ def _byte_alphabet() -> dict[int, str]:
 
 def qwen2_tokenizer():
     """A byte-level BPE tokenizer in Qwen2's scheme (GPT-2 byte alphabet, no bos, ``<|endoftext|>`` as eos and
-    pad, chat specials after the pieces), with merges for hiragana so Japanese text takes fewer tokens."""
+    pad, chat specials after the pieces), with merges for kana so Japanese text takes fewer tokens."""
     from transformers import Qwen2Tokenizer
 
     byte_chars = _byte_alphabet()
