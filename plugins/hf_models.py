@@ -57,8 +57,9 @@ def _first_line(exc: BaseException) -> str:
 
 
 def from_pretrained(auto_class, name_or_path: str, *, dtype: str, device: str, trust_remote_code: bool,
-                    allow_pickle: bool):
-    """``auto_class.from_pretrained`` with evosuite's safety defaults and one-line errors."""
+                    allow_pickle: bool, **extra):
+    """``auto_class.from_pretrained`` with evosuite's safety defaults and one-line errors (``extra``: more
+    ``from_pretrained`` arguments, e.g. ``config=``)."""
     import torch
 
     from evosuite.runtime import quiet_library_progress
@@ -75,6 +76,7 @@ def from_pretrained(auto_class, name_or_path: str, *, dtype: str, device: str, t
             dtype=torch_dtype,
             trust_remote_code=trust_remote_code,
             use_safetensors=None if allow_pickle else True,
+            **extra,
         )
     except Exception as exc:
         message = _first_line(exc)

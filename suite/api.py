@@ -51,6 +51,10 @@ class LoadedModel:
         self.name_or_path = name_or_path
         self.processor = processor
 
+    def describe(self) -> str:
+        """One line about how the model runs, for the run's log (e.g. a VLM's image tokens); "" for nothing."""
+        return ""
+
     def supports(self, modality: str) -> bool:
         """Whether the model can take a benchmark of ``modality`` (a VLM also answers text-only prompts)."""
         return modality == self.modality or (modality == "text" and self.modality == "image-text")
@@ -115,6 +119,9 @@ class ModelAdapter:
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    #: Option name -> default: what a source's ``options:`` in the run config may set; given ones reach
+    #: ``load`` as keyword arguments.
+    options: ClassVar[Mapping[str, Any]] = {}
 
     def detect(self, config: Mapping[str, Any]) -> bool:
         """True when this adapter loads a model whose ``config.json`` is ``config``."""

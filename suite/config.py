@@ -19,6 +19,8 @@ class SourceSpec:
     name: str
     model: str
     adapter: str | None = None
+    #: The adapter's own options (e.g. ``image_mode`` of the vlm adapter), checked when the model loads.
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -120,10 +122,14 @@ def parse_config(data: Mapping[str, Any]) -> RunConfig:
             raw = {"name": Path(raw).name or raw, "model": raw}
         if not isinstance(raw, Mapping) or "model" not in raw:
             raise ConfigError(f"sources[{i}] has no model", "give each source as {name: ..., model: PATH_OR_ID}")
-        extra = sorted(set(raw) - {"name", "model", "adapter"})
+        extra = sorted(set(raw) - {"name", "model", "adapter", "options"})
         if extra:
-            raise ConfigError(f"unknown key sources[{i}].{extra[0]!r}", "a source takes name, model and adapter")
-        sources.append(SourceSpec(str(raw.get("name") or raw["model"]), str(raw["model"]), raw.get("adapter")))
+            raise ConfigError(f"unknown key sources[{i}].{extra[0]!r}",
+                              "a source takes name, model, adapter and options")
+        if not isinstance(raw.get("options") or {}, Mapping):
+            raise ConfigError(f"sources[{i}].options must be a mapping", "write options as key: value pairs")
+        sources.append(SourceSpec(str(raw.get("name") or raw["model"]), str(raw["model"]), raw.get("adapter"),
+                                  dict(raw.get("options") or {})))
     names = [s.name for s in sources]
     if len(set(names)) != len(names):
         raise ConfigError("two sources share a name", "give every source a distinct name")

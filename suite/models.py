@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
-from evosuite.api import LoadedModel
+from evosuite.api import LoadedModel, check_options
 from evosuite.errors import ModelError
 from evosuite.plugin_manager import get_host
 
@@ -31,12 +31,18 @@ def find_adapter(name_or_path: str, *, trust_remote_code: bool = False):
 
 
 def load_model(name_or_path: str, *, adapter: str | None = None, dtype: str = "float32", device: str = "cpu",
-               trust_remote_code: bool = False, allow_pickle: bool = False) -> LoadedModel:
-    """Load a model from a local directory or hub id with the named adapter, or the one that detects it."""
+               trust_remote_code: bool = False, allow_pickle: bool = False,
+               options: Mapping[str, Any] | None = None) -> LoadedModel:
+    """Load a model from a local directory or hub id with the named adapter, or the one that detects it.
+
+    ``options`` are the adapter's own (its class's ``options``, e.g. the vlm adapter's ``image_mode``).
+    """
     chosen = (get_host().registry("models").get(adapter) if adapter
               else find_adapter(name_or_path, trust_remote_code=trust_remote_code))
+    options = dict(options or {})
+    check_options("model adapter", chosen.name, options, getattr(chosen, "options", {}))
     model = chosen.load(name_or_path, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
-                        allow_pickle=allow_pickle)
+                        allow_pickle=allow_pickle, **options)
     return _post_load(model, name_or_path)
 
 

@@ -102,7 +102,9 @@ def _load_models(config: RunConfig, reporter: Reporter, notes: list[str] | None 
     models = {}
     for spec in config.sources:
         reporter.message(f"loading {spec.name}: {spec.model}")
-        models[spec.name] = load_model(spec.model, adapter=spec.adapter, **kwargs)
+        models[spec.name] = load_model(spec.model, adapter=spec.adapter, options=spec.options, **kwargs)
+        if models[spec.name].describe():
+            reporter.message(f"{spec.name}: {models[spec.name].describe()}")
     base = None
     if config.base_model:
         reporter.message(f"loading base model: {config.base_model}")

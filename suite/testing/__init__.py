@@ -15,6 +15,9 @@ and ``evosuite.testing.checks`` has the helpers:
   registers has names, descriptions, the right base class and the methods that class requires, and
   nothing clashes with the built-ins.
 - ``check_benchmark(benchmark_cls, model)``: items, predictions and scores of a benchmark on a model.
+
+and ``evosuite.testing.replicas`` writes tiny, seeded replicas of the real families the paper merged, with
+their config quirks and vocabularies (``write_replica(hub_id, path)``, ``write_paper_zoo(root)``).
 """
 
 from evosuite.testing.checks import PluginReport, check_benchmark, check_plugin_registrations
