@@ -95,23 +95,22 @@ class Plan:
 
 
 def _load_models(config: RunConfig, reporter: Reporter, notes: list[str] | None = None):
-    """The sources and base, checked and given the carrier's vocabulary; what that took is reported (and
-    appended to ``notes`` for the summary)."""
+    """The sources and base, checked and given the carrier's vocabulary; what loading found (image modes,
+    carrier, vocabulary alignment, config differences) is reported and appended to ``notes`` for the summary."""
     kwargs = dict(dtype=config.dtype, device=config.device, trust_remote_code=config.trust_remote_code,
                   allow_pickle=config.allow_pickle)
-    models = {}
+    models, lines = {}, []
     for spec in config.sources:
         reporter.message(f"loading {spec.name}: {spec.model}")
         models[spec.name] = load_model(spec.model, adapter=spec.adapter, options=spec.options, **kwargs)
-        if models[spec.name].describe():
-            reporter.message(f"{spec.name}: {models[spec.name].describe()}")
+        if models[spec.name].describe():  # e.g. a VLM's image mode and image tokens per image
+            lines.append(f"{spec.name}: {models[spec.name].describe()}")
     base = None
     if config.base_model:
         reporter.message(f"loading base model: {config.base_model}")
         base = load_model(config.base_model, **kwargs)
     everything = {**models, **({"base model": base} if base is not None else {})}
     carrier = config.carrier_name()
-    lines = []
     if config.carrier is None:
         lines.append(f"carrier: {carrier} (none named, so the last source; the result keeps its tokenizer, "
                      f"config and unmerged parts; set carrier: to choose)")
