@@ -132,6 +132,11 @@ def test_a_run_on_a_single_split_benchmark_says_it_is_contaminated(tiny, tmp_pat
     said = [m for m in reporter.messages if "contaminated" in m]
     assert len(said) == 1 and "ja-vlm-bench-in-the-wild" in said[0], reporter.messages
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["contaminated"] is True
+    # The model card does not call those scores held out.
+    from evosuite.model_card import model_card
+
+    intro = model_card(summary, config).split("## Source models")[0]
+    assert "not held out" in intro and "held-out" not in intro
 
 
 def test_run_data_dir_reaches_the_benchmark_and_mgsm_ja_is_not_contaminated(tiny, tmp_path):
