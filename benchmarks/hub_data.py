@@ -210,6 +210,8 @@ class HubBenchmark(Benchmark):
     split_sources: ClassVar[Mapping[str, SplitSource]] = {}
     #: Columns a local copy must have (in every source).
     columns: ClassVar[tuple[str, ...]] = ()
+    #: Subclasses that add options keep ``data_dir`` among them.
+    options: ClassVar[Mapping[str, Any]] = {"data_dir": None}
 
     def __init__(self, **options):
         super().__init__(**options)

@@ -98,6 +98,50 @@ def test_one_data_dir_serves_every_benchmark(tmp_path):
     assert [item["answer_number"] for item in mgsm_ja(data_dir=str(shared)).items("gsm8k-ja")] == [600, 44, 180]
 
 
+def test_a_third_party_benchmark_declares_splits_from_two_datasets(tmp_path):
+    from evosuite import hookimpl
+    from evosuite.benchmarks.hub_data import HubBenchmark
+    from evosuite.testing import check_plugin_registrations
+
+    class TwoSources(HubBenchmark):
+        name = "two-sources"
+        description = "search on one dataset, hold out another"
+        metric = "acc"
+        dataset_id, dataset_config = "juletxara/mgsm", "ja"
+        splits = ("search", "test")
+        split_sources = {"search": SplitSource("SakanaAI/gsm8k-ja-test_250-1319", "test")}
+        search_split, test_split = "search", "test"
+        columns = ("question", "answer_number")
+
+        def to_item(self, index, row):
+            return {"id": index, "answer_number": row["answer_number"]}
+
+        def predict(self, model, items, *, progress=None):
+            return []
+
+        def score(self, items, predictions, *, split):
+            raise NotImplementedError
+
+    bench = TwoSources(data_dir=str(MGSM_JA))
+    assert bench.dataset_ids() == ["SakanaAI/gsm8k-ja-test_250-1319", "juletxara/mgsm"]
+    assert [i["answer_number"] for i in bench.items("search")] == [600, 44, 180]
+    assert [i["answer_number"] for i in bench.items("test")] == [18, 3, 35, 4]  # the MGSM fixture's answers
+    assert bench.contaminated is False
+
+    class Plugin:
+        def __init__(self, cls):
+            self.cls = cls
+
+        @hookimpl
+        def register_benchmarks(self, register):
+            register(self.cls)
+
+    assert check_plugin_registrations(Plugin(TwoSources)).registers == {"benchmarks": ["two-sources"]}
+    typo = type("Typo", (TwoSources,), {"name": "typo", "split_sources": {"serach": SplitSource("x/y", "test")}})
+    with pytest.raises(AssertionError, match="split_sources names 'serach', which is not one of its splits"):
+        check_plugin_registrations(Plugin(typo))
+
+
 # -- contamination in a run ------------------------------------------------------------------------------
 class Recorder(QuietReporter):
     def __init__(self):
