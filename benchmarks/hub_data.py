@@ -61,11 +61,6 @@ def local_data_files(root: Path, split: str, config: str | None = None) -> list[
     return []
 
 
-def local_parquet_files(root: Path, split: str, config: str | None = None) -> list[Path]:
-    """The parquet files of ``split`` in a local copy laid out as on the hub (empty when none match)."""
-    return [f for f in local_data_files(root, split, config) if f.suffix == ".parquet"]
-
-
 def _load_local(root: Path, split: str, config: str | None):
     import datasets
 
