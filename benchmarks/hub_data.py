@@ -1,20 +1,26 @@
-"""Loading a benchmark's dataset: from the Hugging Face Hub by its real id, or from a local copy.
+"""Loading a benchmark's datasets: from the Hugging Face Hub by their real ids, or from local copies.
 
-A local copy (``data_dir``) is either a directory written by ``Dataset.save_to_disk`` /
-``DatasetDict.save_to_disk``, or the dataset's parquet files laid out as on the hub:
+A local copy of one dataset is either a directory written by ``Dataset.save_to_disk`` /
+``DatasetDict.save_to_disk``, or the dataset's data files (parquet, JSON lines) laid out as on the hub:
 
 - ``data/<split>-00000-of-00001.parquet`` (the ``main`` branch of most datasets), or
 - ``<config>/<split>/0000.parquet`` (the hub's parquet export, ``refs/convert/parquet``), or
-- ``<split>/*.parquet`` / ``<split>-*.parquet`` / ``<split>.parquet``.
+- ``<split>/*.parquet`` / ``<split>-*.parquet`` / ``<split>.parquet`` (or ``.jsonl``), or
+- a file at the top whose name holds the split as a word, as the hub reads it
+  (``gsm8k-ja-test_250-1319.jsonl`` is split ``test``).
 
-Either way the rows come through ``datasets`` (``load_dataset("parquet", ...)`` or ``load_from_disk``),
-so the features (``Image`` columns included) are the ones stored with the data.
+A benchmark's ``data_dir`` is a copy of its one dataset, or a folder of copies, one per hub id at
+``<data_dir>/<owner>/<name>`` (what ``huggingface-cli download ID --repo-type dataset --local-dir
+<data_dir>/ID`` writes). A benchmark whose splits come from several datasets (``split_sources``) needs
+the folder of copies. Either way the rows come through ``datasets`` (``load_dataset("parquet" | "json",
+...)`` or ``load_from_disk``), so the features (``Image`` columns included) are the ones stored with the data.
 """
 
 from __future__ import annotations
 
 import random
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Sequence
@@ -32,16 +38,26 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
-def local_parquet_files(root: Path, split: str, config: str | None = None) -> list[Path]:
-    """The parquet files of ``split`` in a local copy laid out as on the hub (empty when none match)."""
-    patterns = [f"data/{split}-*.parquet", f"data/{split}.parquet"]
+#: Data file suffix -> the ``datasets`` builder that reads it.
+BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json"}
+#: Characters that end a word in a file name, as the hub's split inference has them (datasets' data_files.py).
+_WORD_END = "[-._ 0-9]"
+
+
+def local_data_files(root: Path, split: str, config: str | None = None) -> list[Path]:
+    """The data files of ``split`` in a local copy laid out as on the hub (empty when none match), all of one
+    format: the first pattern that matches wins."""
+    patterns = [f"data/{split}-*", f"data/{split}.*"]
     for prefix in ([config] if config else []) + ["default", ""]:
         base = f"{prefix}/" if prefix else ""
-        patterns += [f"{base}{split}/*.parquet", f"{base}{split}-*.parquet", f"{base}{split}.parquet"]
+        patterns += [f"{base}{split}/*", f"{base}{split}-*", f"{base}{split}.*"]
+    # A single file named after its content, the split one word of the name (the hub's own rule).
+    patterns += [f"{split}{_WORD_END}*", f"*{_WORD_END}{split}{_WORD_END}*"]
     for pattern in patterns:
-        files = sorted(root.glob(pattern))
+        files = sorted(f for f in root.glob(pattern) if f.is_file() and f.suffix in BUILDERS)
         if files:
-            return files
+            suffix = files[0].suffix
+            return [f for f in files if BUILDERS[f.suffix] == BUILDERS[suffix]]
     return []
 
 
@@ -60,13 +76,13 @@ def _load_local(root: Path, split: str, config: str | None):
                                 f"it has {', '.join(loaded)}; save the {split!r} split there")
             return loaded[split]
         return loaded  # a single split saved on its own
-    files = local_parquet_files(root, split, config)
+    files = local_data_files(root, split, config)
     if not files:
         layouts = f"data/{split}-00000-of-00001.parquet or {config or 'default'}/{split}/0000.parquet"
         raise DataError(f"no {split!r} split in {str(root)!r}",
-                        f"give a directory written by save_to_disk, or the dataset's parquet files as laid out "
+                        f"give a directory written by save_to_disk, or the dataset's data files as laid out "
                         f"on the hub ({layouts})")
-    return datasets.load_dataset("parquet", data_files={split: [str(f) for f in files]}, split=split)
+    return datasets.load_dataset(BUILDERS[files[0].suffix], data_files={split: [str(f) for f in files]}, split=split)
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
@@ -165,28 +181,74 @@ def rows(dataset, indices: Sequence[int]) -> list[tuple[int, dict[str, Any]]]:
     return list(zip(indices, (dict(row) for row in picked)))
 
 
-class HubBenchmark(Benchmark):
-    """A benchmark over one Hugging Face dataset: splits loaded by id or from ``data_dir``, rows -> items.
+@dataclass(frozen=True)
+class SplitSource:
+    """Where one split of a benchmark comes from: a hub dataset (id and config) and the split's name there."""
 
-    Subclasses set ``dataset_id`` (and ``dataset_config``), ``columns`` and ``to_item``.
+    dataset_id: str
+    split: str
+    config: str | None = None
+
+
+class HubBenchmark(Benchmark):
+    """A benchmark over Hugging Face datasets: splits loaded by id or from ``data_dir``, rows -> items.
+
+    Subclasses set ``dataset_id`` (and ``dataset_config``), ``columns`` and ``to_item``. Each of ``splits``
+    is the split of that name in ``dataset_id``, unless ``split_sources`` says where it comes from: a
+    benchmark whose search split is another dataset than its held-out split declares it there, e.g.
+    ``{"gsm8k-ja": SplitSource("SakanaAI/gsm8k-ja-test_250-1319", "test")}``.
     """
 
     dataset_id: ClassVar[str] = ""
     dataset_config: ClassVar[str | None] = None
-    #: Columns a local copy must have.
+    #: Benchmark split -> its source, for splits that are not ``dataset_id``'s split of the same name.
+    split_sources: ClassVar[Mapping[str, SplitSource]] = {}
+    #: Columns a local copy must have (in every source).
     columns: ClassVar[tuple[str, ...]] = ()
+    #: Subclasses that add options keep ``data_dir`` among them.
+    options: ClassVar[Mapping[str, Any]] = {"data_dir": None}
 
     def __init__(self, **options):
         super().__init__(**options)
         #: Item id -> the prompt last sent for it, so the per-item results can show it.
         self._prompts: dict[int, str] = {}
 
-    def dataset(self, split: str):
+    def source(self, split: str) -> SplitSource:
+        """The dataset, config and hub split that the benchmark's ``split`` reads."""
         if split not in self.splits:
             raise DataError(f"benchmark {self.name!r} has no split {split!r}", f"use one of {', '.join(self.splits)}")
+        return self.split_sources.get(split) or SplitSource(self.dataset_id, split, self.dataset_config)
+
+    def split_source(self, split: str) -> SplitSource:
+        return self.source(split)
+
+    def dataset_ids(self) -> list[str]:
+        """The hub ids of the datasets the splits come from, in the order of ``splits``."""
+        return list(dict.fromkeys(self.source(split).dataset_id for split in self.splits))
+
+    def local_copy(self, dataset_id: str) -> Path | None:
+        """The local copy of ``dataset_id`` under ``data_dir`` (None: load from the hub).
+
+        ``<data_dir>/<owner>/<name>`` when it exists; else ``data_dir`` itself, for a benchmark over one dataset.
+        """
         data_dir = self.settings.get("data_dir")
-        dataset = load_split(self.dataset_id, split, self.dataset_config, str(data_dir) if data_dir else None)
-        check_columns(dataset, self.columns, self.dataset_id, data_dir)
+        if not data_dir:
+            return None
+        root = Path(data_dir).expanduser()
+        nested = root / dataset_id
+        if nested.is_dir():
+            return nested
+        ids = self.dataset_ids()
+        if len(ids) == 1 or not root.is_dir():
+            return root  # a missing root gets its own error when loaded
+        raise DataError(f"data directory {str(root)!r} has no copy of {dataset_id} (expected in {str(nested)!r})",
+                        f"{self.name} reads {' and '.join(ids)}: put each copy at <data_dir>/<owner>/<name>")
+
+    def dataset(self, split: str):
+        source = self.source(split)
+        copy = self.local_copy(source.dataset_id)
+        dataset = load_split(source.dataset_id, source.split, source.config, str(copy) if copy else None)
+        check_columns(dataset, self.columns, source.dataset_id, str(copy) if copy else None)
         return dataset
 
     def to_item(self, index: int, row: Mapping[str, Any]) -> dict[str, Any]:

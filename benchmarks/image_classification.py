@@ -6,10 +6,10 @@ image is assigned the most similar class. The model must have modality ``image-c
 adapter's models): it is asked ``model.classify(images, class_names, templates=...)``.
 
 Options: ``dataset`` (a ``datasets`` id, or a local directory or parquet file; ``data_dir`` is passed on
-to ``load_dataset``), ``split`` (held out, for the final table) and ``search_split`` (for the search; default:
-``split``), ``image_column``, ``label_column`` (a ``ClassLabel`` column, whose names are the classes, or a
-string column), ``class_names`` (the prompts' class names in label order; needed for an integer label column
-without names), ``templates``, ``batch_size``.
+to ``load_dataset``), ``split`` (held out, for the final table) and ``search_split`` (for the search;
+default: ``split``, and the run is then contaminated), ``image_column``, ``label_column`` (a ``ClassLabel``
+column, whose names are the classes, or a string column), ``class_names`` (the prompts' class names in label
+order; needed for an integer label column without names), ``templates``, ``batch_size``.
 """
 
 from __future__ import annotations
@@ -132,6 +132,11 @@ class ImageClassification(ImageClassificationBase):
 
     def templates(self):
         return self._templates
+
+    def split_source(self, split):
+        # "search" and "test" are names for the dataset's splits chosen by option: the same one unless
+        # search_split names another (then the run is not contaminated).
+        return (str(self.settings["dataset"]), self._split_of[split])
 
     def _load(self, split: str):
         return load_rows(str(self.settings["dataset"]), self._split_of[split], self.settings["data_dir"])

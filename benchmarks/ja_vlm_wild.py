@@ -2,7 +2,8 @@
 
 Data: ``SakanaAI/JA-VLM-Bench-In-the-Wild`` on the Hugging Face Hub (split ``test``, 50 rows of
 ``page_url``, ``image_url``, ``image``, ``question``, ``answer``), asked like the paper's evaluation code
-(evomerge/eval/ja_vlm_wild.py). It has no other split, so a fitness on it scores the test questions.
+(evomerge/eval/ja_vlm_wild.py). It has no other split, so a search on it scores the test questions: a run
+on it is contaminated (its held-out table is not held out), and says so.
 """
 
 from __future__ import annotations

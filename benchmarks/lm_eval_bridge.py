@@ -108,7 +108,10 @@ class LmEvalTask(Benchmark):
     description = "any lm-evaluation-harness task (-O task=NAME), requests answered by the evosuite model"
     metric = "lm-eval"
     modality = "text"
+    #: The task's evaluation documents are its only split, so a search on them is contaminated.
     splits = ("test",)
+    search_split = "test"
+    test_split = "test"
     #: ``include_path``: a folder of your own task YAML files; ``include_defaults: false`` skips lm-eval's
     #: bundled tasks (faster when the task is in ``include_path``).
     options = {"task": None, "metric": None, "num_fewshot": None, "include_path": None, "include_defaults": True,

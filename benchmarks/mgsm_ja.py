@@ -1,8 +1,19 @@
 """MGSM-JA: the 250 grade-school math problems of MGSM in Japanese, answered with chain of thought.
 
-Data: ``juletxara/mgsm``, config ``ja`` (splits ``train``: 8 exemplars, ``test``: 250 problems). The hub
-repository is a legacy loading script, so with current ``datasets`` the hub's parquet export of the same
-data is read (``ja/test/0000.parquet``); a local copy is laid out the same way.
+Data, as in the paper: the search's fitness is scored on ``gsm8k-ja``, the final table on MGSM-JA
+``test``; the two share no problem.
+
+- ``test`` (held out) and ``train``: ``juletxara/mgsm``, config ``ja`` (``test``: 250 problems, GSM8K test
+  items 0-249 translated; ``train``: 8 exemplars). The hub repository is a legacy loading script, so with
+  current ``datasets`` the hub's parquet export of the same data is read (``ja/test/0000.parquet``).
+- ``gsm8k-ja`` (search): ``SakanaAI/gsm8k-ja-test_250-1319``, split ``test``: 1069 problems, GSM8K test
+  items 250-1318 translated with gpt-4-0125-preview (the dataset card), so item id 0 is GSM8K test item
+  250. The repository's ``main`` branch holds one JSON-lines file at its top, ``gsm8k-ja-test_250-1319.jsonl``
+  (the hub reads its split, ``test``, from the file name); its parquet export is ``default/test/0000.parquet``.
+  Its columns: ``question`` (string) and ``answer_number`` (a JSON integer, read as int64).
+
+Offline, ``data_dir`` holds both copies as the hub lays them out: ``<data_dir>/juletxara/mgsm/ja/test/
+0000.parquet`` and ``<data_dir>/SakanaAI/gsm8k-ja-test_250-1319/gsm8k-ja-test_250-1319.jsonl``.
 
 As in the paper's evaluation code (evomerge/eval/ja_mgsm.py, evomerge/models/causallm.py): the Japanese
 Alpaca chain-of-thought prompt, greedy generation up to 1024 tokens cut at "Instruction"/"Response",
@@ -35,13 +46,15 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
 
 class MGSMJapanese(hub_data.HubBenchmark):
     name = "mgsm-ja"
-    description = "MGSM-JA (juletxara/mgsm, ja): 250 math word problems, last-number exact match, acc and acc_ja"
+    description = ("MGSM-JA (juletxara/mgsm, ja): 250 math word problems held out, search on GSM8K-JA (1069); "
+                   "last-number exact match, acc and acc_ja")
     metric = "acc"
     modality = "text"
     dataset_id = "juletxara/mgsm"
     dataset_config = "ja"
-    splits = ("test", "train")
-    search_split = "test"
+    splits = ("test", "train", "gsm8k-ja")
+    split_sources = {"gsm8k-ja": hub_data.SplitSource("SakanaAI/gsm8k-ja-test_250-1319", "test")}
+    search_split = "gsm8k-ja"
     test_split = "test"
     columns = ("question", "answer_number")
     #: Every language model of the paper used ``ja-alpaca-cot`` (configs/llm/*.yaml).
@@ -51,7 +64,7 @@ class MGSMJapanese(hub_data.HubBenchmark):
 
     def to_item(self, index, row):
         if row["answer_number"] is None:
-            raise DataError(f"row {index} of {self.dataset_id} has no answer_number", "check the data copy")
+            raise DataError(f"row {index} of {self.name} has no answer_number", "check the data copy")
         return {"id": index, "question": row["question"], "answer_number": row["answer_number"]}
 
     def template(self, adapter: str) -> str:

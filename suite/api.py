@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Hashable, Mapping, Sequence
 
 from evosuite.errors import ConfigError
 
@@ -194,8 +194,10 @@ class Benchmark:
     """A task that prompts a model and scores its outputs.
 
     Constructed with its options (``data_dir`` points at a local copy of the data; others are the
-    benchmark's own, see ``options``). ``search_split`` feeds the evolver's fitness; ``test_split`` is
-    held out for the final table.
+    benchmark's own, see ``options``). It declares the splits it has and gives two of them a role:
+    ``search_split`` feeds the evolver's fitness, ``test_split`` is held out for the final table. When
+    both hold the same items (a benchmark with one split), the benchmark is ``contaminated`` and a run
+    says so in its log and its ``summary.json``.
     """
 
     name: ClassVar[str] = ""
@@ -204,8 +206,11 @@ class Benchmark:
     metric: ClassVar[str] = ""
     #: One of ``MODALITIES``: what a model must take to be scored on this benchmark.
     modality: ClassVar[str] = "text"
+    #: Every split the benchmark has, by the names ``items`` and ``evosuite eval --split`` take.
     splits: ClassVar[tuple[str, ...]] = ("test",)
+    #: Role "search": the split the evolver's fitness scores (one of ``splits``).
     search_split: ClassVar[str] = "test"
+    #: Role "held out": the split the final table scores (one of ``splits``; ``evosuite eval``'s default).
     test_split: ClassVar[str] = "test"
     #: Option name -> default, for validation and ``--help``.
     options: ClassVar[Mapping[str, Any]] = {}
@@ -213,6 +218,19 @@ class Benchmark:
     def __init__(self, **options):
         check_options("benchmark", self.name, options, self.options)
         self.settings = {**self.options, **options}
+
+    def split_source(self, split: str) -> Hashable:
+        """What data ``split`` reads: two splits with equal sources hold the same items.
+
+        Default: the split's name. Override when names and data differ: splits taken from several datasets
+        (``HubBenchmark.split_sources``), or chosen by an option (``image-classification``'s ``split``).
+        """
+        return split
+
+    @property
+    def contaminated(self) -> bool:
+        """True when the search split holds the held-out items, so the final table scores what the search saw."""
+        return self.split_source(self.search_split) == self.split_source(self.test_split)
 
     def items(self, split: str, *, limit: int | None = None, seed: int | None = None) -> list[dict[str, Any]]:
         """The items of a split, each a dict with at least ``id``; a seeded subset when ``seed`` is given."""

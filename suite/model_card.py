@@ -87,14 +87,19 @@ def model_card(summary: dict[str, Any], config) -> str:
     sources = "\n".join(f"| {s.name} | `{s.model}` |" for s in config.sources)
     base = f"\n\nBase model (the sources' common ancestor): `{config.base_model}`." if config.base_model else ""
     rerun = {k: v for k, v in config.to_dict().items() if k != "evosuite_version"}
+    search = f"`{summary['search_split']}` split" if summary.get("search_split") else "search split"
+    if summary.get("contaminated"):
+        scores_are = (f"the scores below are on its `{summary['split']}` split, which the search scored too, so "
+                      f"they are not held out")
+    else:
+        scores_are = f"the scores below are on its held-out `{summary['split']}` split"
     return (
         f"---\n{_yaml(front)}---\n\n"
         f"# Evolved merge for {summary['benchmark']}\n\n"
         f"This model was made by evosuite, an evolutionary model merge (Sakana AI, arXiv:2403.13187): the "
         f"`{config.optimizer.name}` optimizer searched the `{config.space.name}` merge space for "
         f"{summary['evaluations']} candidate evaluations (seed {summary['seed']}), scoring each candidate on the "
-        f"search split of `{summary['benchmark']}`; the scores below are on its held-out `{summary['split']}` "
-        f"split.\n\n"
+        f"{search} of `{summary['benchmark']}`; {scores_are}.\n\n"
         f"## Source models\n\n| name | model |\n|---|---|\n{sources}{base}\n\n"
         f"## Scores on {summary['benchmark']} ({summary['split']} split, {summary.get('metric', 'score')})\n\n"
         f"{_scores(summary, config)}\n\n"

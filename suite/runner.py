@@ -158,6 +158,9 @@ def _execute(plan: Plan, store: RunStore, reporter: Reporter, *, save_model: boo
                           f"{config.carrier_name()!r} is {carrier.modality}",
                           "set carrier to a source of the benchmark's kind (for images: the VLM source)")
     search_items = benchmark.items(benchmark.search_split, limit=config.search_limit, seed=config.seed)
+    if benchmark.contaminated:
+        reporter.message(f"contaminated: {benchmark.name} searches on its held-out split ({benchmark.test_split}), "
+                         "so the held-out table scores items the search saw")
 
     results: dict[str, tuple[Any, Any]] = {}  # stage label -> (space, best evaluation)
     evaluations = 0
@@ -217,6 +220,8 @@ def _execute(plan: Plan, store: RunStore, reporter: Reporter, *, save_model: boo
         "benchmark": benchmark.name,
         "metric": benchmark.metric,
         "split": benchmark.test_split,
+        "search_split": benchmark.search_split,
+        "contaminated": benchmark.contaminated,  # True: the search saw the held-out items
         "test_scores": test_scores,
         "test_metrics": test_metrics,
         "search_fitness": final_best.fitness,

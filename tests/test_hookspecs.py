@@ -41,3 +41,33 @@ def test_a_builtin_implements_the_hook(hook):
     implementers = {impl.plugin_name for impl in getattr(host.pm.hook, hook).get_hookimpls()}
     builtins = {name for name, info in host.info.items() if info.builtin}
     assert implementers & builtins, f"no built-in plugin implements {hook}"
+
+
+#: Whether each built-in benchmark's search split holds its held-out items, from the datasets' own facts.
+CONTAMINATED = {
+    "ja-vg-vqa-500": False,  # search on train (1000 rows), held out on test (500 rows)
+    "ja-vlm-bench-in-the-wild": True,  # one split: the 50 test questions
+    "mgsm-ja": False,  # search on GSM8K-JA (GSM8K test items 250-1318), held out on MGSM (items 0-249)
+    "zoo-ja-vqa": False,  # the zoo builders write disjoint search and test files
+    "zoo-ja-math": False,
+    "zoo-clip-union": False,
+    "image-classification": True,  # search_split defaults to the held-out split
+    "lm-eval": True,  # the task's evaluation documents only
+}
+#: Options without which a benchmark cannot be made.
+NEEDED_OPTIONS = {"image-classification": {"dataset": "some/dataset"}, "lm-eval": {"task": "some_task"}}
+
+
+def test_every_benchmark_declares_its_split_roles_truly():
+    builtin = []
+    for name, cls in get_host().registry("benchmarks"):
+        assert cls.search_split in cls.splits and cls.test_split in cls.splits, name
+        bench = cls(**NEEDED_OPTIONS.get(name, {}))
+        assert isinstance(bench.contaminated, bool), name
+        if cls.__module__.startswith("evosuite.benchmarks."):
+            builtin.append(name)
+            assert bench.contaminated is CONTAMINATED[name], name
+    assert {"ja-vg-vqa-500", "ja-vlm-bench-in-the-wild", "mgsm-ja", "image-classification"} <= set(builtin)
+    # A search split chosen by option is another split's data, so the run is then held out.
+    classify = get_host().registry("benchmarks").get("image-classification")
+    assert classify(dataset="some/dataset", split="test", search_split="train").contaminated is False

@@ -22,7 +22,7 @@ FIXTURES = Path(__file__).resolve().parent.parent / "benchmarks" / "fixtures"
 DATA = {
     "ja-vg-vqa-500": FIXTURES / "ja-vg-vqa-500",
     "ja-vlm-bench-in-the-wild": FIXTURES / "ja-vlm-bench-in-the-wild",
-    "mgsm-ja": FIXTURES / "mgsm",
+    "mgsm-ja": FIXTURES / "mgsm-ja",  # two datasets, one copy per hub id: juletxara/mgsm, SakanaAI/gsm8k-ja-...
 }
 SIZES = {"ja-vg-vqa-500": 4, "ja-vlm-bench-in-the-wild": 3, "mgsm-ja": 4}
 

@@ -41,6 +41,8 @@ def test_the_wheel_holds_every_package_and_data_file(tmp_path):
         assert package.replace(".", "/") + "/__init__.py" in names, package
     assert "evosuite/plugins/architectures.json" in names
     assert any(n.startswith("evosuite/benchmarks/fixtures/") and n.endswith(".parquet") for n in names)
+    assert ("evosuite/benchmarks/fixtures/mgsm-ja/SakanaAI/gsm8k-ja-test_250-1319/gsm8k-ja-test_250-1319.jsonl"
+            in names)  # the hub repository's one JSON-lines file
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "[evosuite]" in text and "ps = evosuite.plugins.ps_space" in text

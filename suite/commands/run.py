@@ -58,6 +58,21 @@ def _set_dfs_scales(data: dict, scales: str) -> None:
     data["space"] = space
 
 
+def _set_data_dir(data: dict, value: str) -> None:
+    """``--data-dir [NAME=]PATH``: the run's benchmark reads its data from PATH (its ``data_dir`` option)."""
+    benchmark = data.get("benchmark")
+    spec = {"name": benchmark} if isinstance(benchmark, str) else dict(benchmark or {})
+    name, sep, path = value.partition("=")
+    if sep and not Path(value).exists():  # NAME=PATH, unless the whole value is a path with "=" in it
+        if name != spec.get("name"):
+            raise ConfigError(f"--data-dir {value!r} names benchmark {name!r}, but this run's benchmark is "
+                              f"{spec.get('name')!r}", "give --data-dir PATH")
+        value = path
+    # Absolute, so that `evosuite resume` finds the data from any directory.
+    spec["options"] = {**(spec.get("options") or {}), "data_dir": str(Path(value).expanduser().absolute())}
+    data["benchmark"] = spec
+
+
 @cli.command()
 @click.option("--plugin", "plugin", metavar="NAME", help="Run this plugin's default experiment (e.g. vlm, llm).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="A run configuration (YAML).")
@@ -66,6 +81,8 @@ def _set_dfs_scales(data: dict, scales: str) -> None:
               help="DFS transition scales: the paper's matrix W, one per hop, or off (all 1: the ablation).")
 @click.option("--seed", type=int, help="Override the seed.")
 @click.option("--budget", type=int, help="Override the number of candidate evaluations.")
+@click.option("--data-dir", metavar="[NAME=]PATH",
+              help="Local copy of the benchmark's data (its data_dir option), as for `evosuite eval`.")
 @click.option("--run-dir", type=click.Path(file_okay=False), help="Where to write the run (default: runs/<time>).")
 @click.option("--device", help="Override the device (cpu, cuda, cuda:1...).")
 @click.option("--threads", type=int, default=None,
@@ -77,8 +94,8 @@ def _set_dfs_scales(data: dict, scales: str) -> None:
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Evaluate candidates on N Ray workers (pip install 'evosuite[ray]'; in-process without Ray).")
 @click.option("--ray-address", default=None, help="Use this Ray cluster instead of starting a local Ray.")
-def run(plugin, config_path, space, dfs_scales, seed, budget, run_dir, device, threads, quiet, plain, no_save_model,
-        make_report, workers, ray_address):
+def run(plugin, config_path, space, dfs_scales, seed, budget, data_dir, run_dir, device, threads, quiet, plain,
+        no_save_model, make_report, workers, ray_address):
     """Evolve a merge: a plugin's default experiment (--plugin) or a configuration file (--config).
 
     Every evaluation is logged to the run directory; a killed run continues with `evosuite resume DIR`.
@@ -100,6 +117,8 @@ def run(plugin, config_path, space, dfs_scales, seed, budget, run_dir, device, t
         data.update({k: v for k, v in overrides.items() if v is not None})
         if dfs_scales:
             _set_dfs_scales(data, dfs_scales)
+        if data_dir and "benchmark" in data:
+            _set_data_dir(data, data_dir)
         config = parse_config(data)
         summary = run_experiment(config, run_path, reporter, save_model=not no_save_model)
     _announce_results(run_path, make_report)

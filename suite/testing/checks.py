@@ -141,6 +141,10 @@ def _benchmark_attribute_problems(cls: type, label: str) -> list[str]:
         for attr in ("search_split", "test_split"):
             if getattr(cls, attr) not in splits:
                 problems.append(f"{label}: {attr} {getattr(cls, attr)!r} is not one of its splits {tuple(splits)}")
+        unknown = [s for s in getattr(cls, "split_sources", None) or {} if s not in splits]
+        if unknown:
+            problems.append(f"{label}: split_sources names {unknown[0]!r}, which is not one of its splits "
+                            f"{tuple(splits)}")
     return problems
 
 
