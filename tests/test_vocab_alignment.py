@@ -154,3 +154,24 @@ def test_a_run_over_different_vocabularies_exports_the_carriers(variants, toy_si
         assert torch.equal(out_rows[vocab:], carrier_rows[vocab:])
         # shared tokens were merged: not the carrier's rows
         assert not torch.allclose(out_rows[:vocab], carrier_rows[:vocab])
+
+
+def test_an_unnamed_carrier_is_said(variants):
+    from evosuite.config import parse_config
+    from evosuite.runner import _load_models
+
+    class Capture:
+        def __init__(self):
+            self.lines = []
+
+        def message(self, text):
+            self.lines.append(text)
+
+    config = parse_config({"sources": [str(variants["a"]), str(variants["b-shuffled"])], "benchmark": "mgsm-ja"})
+    capture, notes = Capture(), []
+    _load_models(config, capture, notes)
+    said = "carrier: b-shuffled (none named, so the last source; the result keeps its tokenizer"
+    assert any(line.startswith(said) for line in notes) and any(line.startswith(said) for line in capture.lines)
+    # the other source was re-indexed to the unnamed carrier's tokenizer
+    assert f"vocabulary: a aligned to b-shuffled's tokenizer by token: {len(SPECIALS + CHARS)} rows merged" \
+        in " ".join(notes)
