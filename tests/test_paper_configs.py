@@ -14,8 +14,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from evosuite.testing.replicas import ABEL, BASE, LLAVA_NEXT, LLAVA_ROWS, MISTRAL_VOCAB, QWEN2, SHISA, WIZARDMATH
-from evosuite.testing.replicas import write_paper_zoo
+from evosuite.testing.replicas import (
+    ABEL,
+    BASE,
+    LLAVA_NEXT,
+    LLAVA_ROWS,
+    MISTRAL_VOCAB,
+    QWEN2,
+    SHISA,
+    WIZARDMATH,
+    write_paper_zoo,
+)
 from tests.conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
