@@ -229,7 +229,8 @@ class HubBenchmark(Benchmark):
     def local_copy(self, dataset_id: str) -> Path | None:
         """The local copy of ``dataset_id`` under ``data_dir`` (None: load from the hub).
 
-        ``<data_dir>/<owner>/<name>`` when it exists; else ``data_dir`` itself, for a benchmark over one dataset.
+        ``<data_dir>/<owner>/<name>`` when it exists; else ``data_dir`` itself, for a benchmark over one dataset
+        or, when ``data_dir`` holds no copies at all, for the benchmark's own dataset (``dataset_id``).
         """
         data_dir = self.settings.get("data_dir")
         if not data_dir:
@@ -241,6 +242,8 @@ class HubBenchmark(Benchmark):
         ids = self.dataset_ids()
         if len(ids) == 1 or not root.is_dir():
             return root  # a missing root gets its own error when loaded
+        if dataset_id == self.dataset_id and not any((root / other).is_dir() for other in ids):
+            return root  # not a folder of copies: a copy of the benchmark's own dataset (e.g. MGSM for eval)
         raise DataError(f"data directory {str(root)!r} has no copy of {dataset_id} (expected in {str(nested)!r})",
                         f"{self.name} reads {' and '.join(ids)}: put each copy at <data_dir>/<owner>/<name>")
 

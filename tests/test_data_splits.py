@@ -88,6 +88,16 @@ def test_a_data_dir_without_one_of_the_two_datasets_is_one_line(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_a_direct_copy_of_mgsm_still_serves_its_test_split(tmp_path):
+    # what `huggingface-cli download juletxara/mgsm --local-dir mgsm` gives: the copy itself, not a folder of copies
+    copy = tmp_path / "mgsm"
+    shutil.copytree(MGSM_JA / "juletxara" / "mgsm", copy)
+    bench = mgsm_ja(data_dir=str(copy))
+    assert len(bench.items("test")) == 4
+    with pytest.raises(DataError, match="has no copy of SakanaAI/gsm8k-ja-test_250-1319"):
+        bench.items("gsm8k-ja")
+
+
 def test_one_data_dir_serves_every_benchmark(tmp_path):
     # A folder of copies at <owner>/<name> serves single-dataset benchmarks too.
     shared = tmp_path / "hub"
