@@ -192,8 +192,8 @@ def main() -> None:
                         "met": met})
     m = args.sources
     target = m + 1
-    # TIES/DARE: the in-memory merger also keeps each source's task vector (float32) for every candidate.
-    for method, held, note in (("dare_ties", 2 * m + 2, "M sources + base + candidate + M task vectors"),
+    # TIES/DARE also hold the base; the merger forms task vectors per tensor (no model-sized copies).
+    for method, held, note in (("dare_ties", m + 2, "M sources + base + candidate"),
                                ("linear", m + 1, "M sources + candidate")):
         mem = measure_memory(m, args.quick, method)
         ratio = mem["peak_bytes"] / mem["model_bytes"]

@@ -6,9 +6,9 @@ onto each parameter's range. Layer groups: ``global`` (one group, the paper's be
 (one per layer), or an integer k (every k layers). Tensors outside the layers (embeddings, final norm,
 head) take the mean of the groups' values.
 
-Candidates are built in memory: task vectors are computed once, and each genome is merged straight
-into one reusable copy of the carrier model (for a VLM: its language model; vision tower and projector
-stay as they are).
+Candidates are built in memory, tensor by tensor, from the sources as loaded (no float32 copies of them),
+on the candidate's device, and each genome is merged straight into one reusable copy of the carrier model
+(for a VLM: its language model; vision tower and projector stay as they are).
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ class ParameterSpace(MergeSpace):
         "parameters": None,  # searched per-model parameters; default: the method's search_parameters
         "ranges": {},  # parameter -> [low, high]; defaults in DEFAULT_RANGES, [0, 1] otherwise
         "method_options": {},  # global parameters of the method (normalize, lambda...)
+        # Keep float32 task vectors of every source (4 bytes a parameter each) instead of forming them per
+        # candidate: a little faster, much bigger (see evosuite.merge.in_memory).
+        "precompute_deltas": False,
     }
 
     def __init__(self, sources, source_names, base, carrier, *, seed=0, **options):
@@ -51,9 +54,11 @@ class ParameterSpace(MergeSpace):
 
         self._candidate = carrier.clone()
         self._out = self._candidate.mergeable_parameters()
+        # Merged where the candidate lives (device: cuda merges on the GPU), from the sources as loaded.
         self._merger = TaskVectorMerger(base.mergeable_parameters() if base is not None else None,
                                         [s.mergeable_parameters() for s in self.sources], self.method,
-                                        names=list(self._out))
+                                        names=list(self._out), device=next(iter(self._out.values())).device,
+                                        precompute_deltas=bool(self.settings["precompute_deltas"]))
         self._group_of = {name: self._group_index(self._candidate.layer_index(name)) for name in self._out}
 
     # -- configuration -----------------------------------------------------------------------------

@@ -1,10 +1,15 @@
 """Merging sources that are already in memory, into preallocated tensors: what the evolver calls.
 
-``TaskVectorMerger`` is built once from the base and source state dicts and a merge method; it computes
-the task vectors (source - base, float32) once. Each ``merge_into`` call then writes the merged value of
-every tensor into the caller's tensors in place, reusing the same scratch buffers: a candidate costs
-no disk I/O and no new allocation of model-sized memory. The on-disk engine runs the very same
-per-tensor code (``merge_tensor``), so both give the same tensors for the same parameters and seed.
+``TaskVectorMerger`` is built once from the base and source state dicts and a merge method. Each
+``merge_into`` call writes the merged value of every tensor into the caller's tensors in place: per
+tensor, the sources (and for delta methods, source - base) are formed in float32 scratch buffers the
+size of one tensor, reused from tensor to tensor and from candidate to candidate. So a candidate costs no
+disk I/O and no model-sized allocation, and the merger holds no copy of any model: the sources stay in
+their own dtype (bfloat16 stays bfloat16) on their own device. The merge runs on ``device`` (the
+candidate's: ``device: cuda`` merges on the GPU). ``precompute_deltas=True`` trades memory for a little
+speed: float32 task vectors of every source are kept (4 bytes a parameter per source). The on-disk engine
+runs the very same per-tensor code (``merge_tensor``), so both give the same tensors for the same
+parameters and seed.
 """
 
 from __future__ import annotations
@@ -57,12 +62,12 @@ class TaskVectorMerger:
 
     ``base``: name -> tensor of the base model (None for methods without one); ``sources``: one
     name -> tensor mapping per merged model, in the order of the parameter lists; ``names``: the tensors
-    to merge (default: all of the base's, or the first source's). Task vectors are kept in float32 on
-    ``device``.
+    to merge (default: all of the base's, or the first source's); ``device``: where the arithmetic runs.
     """
 
     def __init__(self, base: Mapping[str, torch.Tensor] | None, sources: Sequence[Mapping[str, torch.Tensor]],
-                 method: MergeMethod, *, names: Sequence[str] | None = None, device: str | torch.device = "cpu"):
+                 method: MergeMethod, *, names: Sequence[str] | None = None, device: str | torch.device = "cpu",
+                 precompute_deltas: bool = False):
         if method.requires_base and base is None:
             raise ModelError(f"merge method {method.name!r} needs a base model", "pass the base state dict")
         self.method = method
@@ -72,39 +77,50 @@ class TaskVectorMerger:
         self.takes_deltas = bool(getattr(method, "takes_deltas", False))
         self.work = Scratch(self.device)
         self.shapes: dict[str, tuple[int, ...]] = {}
-        self.base: dict[str, torch.Tensor] = {}
-        self.inputs: list[dict[str, torch.Tensor]] = [{} for _ in sources]
+        self.base = base
+        self.sources = list(sources)
         for name in self.names:
-            ref = reference[name]
-            self.shapes[name] = tuple(ref.shape)
-            flat_base = None
-            if base is not None:
-                flat_base = base[name].detach().to(self.device, torch.float32).reshape(-1)
-                self.base[name] = flat_base
-            for i, src in enumerate(sources):
+            self.shapes[name] = tuple(reference[name].shape)
+            for i, src in enumerate(self.sources):
                 if name not in src:
                     raise ModelError(f"tensor {name} is missing from source {i}", "merge models of one architecture")
-                x = src[name].detach()
-                if tuple(x.shape) != self.shapes[name]:
-                    raise ModelError(f"tensor {name} has shape {tuple(x.shape)} in source {i} but "
+                if tuple(src[name].shape) != self.shapes[name]:
+                    raise ModelError(f"tensor {name} has shape {tuple(src[name].shape)} in source {i} but "
                                      f"{self.shapes[name]} in the reference", "merge models of one architecture")
-                x = x.to(self.device, torch.float32).reshape(-1)
-                if self.takes_deltas:
-                    x = x - flat_base  # computed once, for every candidate
-                self.inputs[i][name] = x
-        self._largest = max((int(torch.Size(s).numel()) for s in self.shapes.values()), default=0)
+        #: Kept float32 task vectors (``precompute_deltas``), else None: formed per tensor per candidate.
+        self.deltas: list[dict[str, torch.Tensor]] | None = None
+        if precompute_deltas and self.takes_deltas:
+            self.deltas = [{name: self._flat(src[name]) - self._flat(base[name]) for name in self.names}
+                           for src in self.sources]
+
+    def _flat(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.detach().to(self.device, torch.float32).reshape(-1)
+
+    def extra_bytes(self) -> int:
+        """Memory the merger holds beyond the sources: kept task vectors and scratch buffers."""
+        kept = sum(t.numel() * t.element_size() for d in self.deltas or [] for t in d.values())
+        return kept + self.work.nbytes()
 
     def merge_into(self, out: Mapping[str, torch.Tensor], params_for: ParamsFor, *, seed: int = 0) -> None:
         """Write the merged value of every tensor into ``out[name]`` (any dtype and device), in place."""
-        n_sources = len(self.inputs)
         for name in self.names:
             shape = self.shapes[name]
-            numel = self.inputs[0][name].numel()
+            numel = int(torch.Size(shape).numel())
             model_params, global_params = params_for(name)
-            if self.takes_deltas:  # the method overwrites its inputs: hand it scratch copies
-                sources = [self.work.get(f"src{i}", numel).copy_(self.inputs[i][name]) for i in range(n_sources)]
-            else:
-                sources = [self.inputs[i][name] for i in range(n_sources)]
-            result = merge_tensor(self.method, name, self.base.get(name), sources, model_params, global_params,
+            base = None
+            if self.base is not None:
+                base = self.work.get("base", numel).copy_(self.base[name].detach().reshape(-1))
+            # Scratch copies in float32: methods with takes_deltas overwrite their inputs.
+            sources = []
+            for i, src in enumerate(self.sources):
+                buffer = self.work.get(f"src{i}", numel)
+                if self.deltas is not None:
+                    buffer.copy_(self.deltas[i][name])
+                else:
+                    buffer.copy_(src[name].detach().reshape(-1))
+                    if self.takes_deltas:
+                        buffer.sub_(base)
+                sources.append(buffer)
+            result = merge_tensor(self.method, name, base, sources, model_params, global_params,
                                   seed=seed, out=self.work.get("out", numel), work=self.work, shape=shape)
             out[name].copy_(result.view(shape))
