@@ -92,6 +92,9 @@ class Plan:
         if self.stages[0].space_cls.needs_base and not config.base_model:
             raise ConfigError(f"merge space {names[0]!r} needs a base model",
                               "set base_model to the sources' common ancestor")
+        # The baselines are the first space's fixed recipes over the run's sources: checked before any work.
+        self.stages[0].space_cls.check_baselines(config.baselines, [s.name for s in config.sources],
+                                                 bool(config.base_model))
 
 
 def _load_models(config: RunConfig, reporter: Reporter, notes: list[str] | None = None):
@@ -171,7 +174,9 @@ def _execute(plan: Plan, store: RunStore, reporter: Reporter, *, save_model: boo
             space = stage_space(plan, k, models, base, carrier, previous)
             if pool is not None:
                 pool.set_stage(k, [b.genome for _, b in results.values()])
-            best, count, stats = _search(stage, space, benchmark, search_items, store, reporter, plan, pool)
+            best, count, stats = _search(stage, space, benchmark, search_items, store, reporter, plan, pool,
+                                         warm=k == 0)
+            stats.update(_bound_check(stage.label, space, best.genome, reporter))
             results[stage.label] = (space, best)
             evaluations += count
             parallel_stats[stage.label] = stats
@@ -191,7 +196,8 @@ def _execute(plan: Plan, store: RunStore, reporter: Reporter, *, save_model: boo
     reporter.stage(f"held-out table on {benchmark.name}/{benchmark.test_split}")
     test_items = benchmark.items(benchmark.test_split, limit=config.test_limit, seed=config.seed)
     builders = {name: _source_in_carrier(carrier, model) for name, model in models.items()}
-    builders.update(results[plan.stages[0].label][0].references())
+    baselines = results[plan.stages[0].label][0].references(config.baselines)
+    builders.update(baselines)
     for label, (space, best) in results.items():
         key = MERGED if len(results) == 1 else label
         builders[key] = (lambda s=space, b=best: s.candidate(b.genome))
@@ -229,34 +235,48 @@ def _execute(plan: Plan, store: RunStore, reporter: Reporter, *, save_model: boo
         "workers": config.workers,
         "evaluation": parallel_stats,  # per stage: worker utilization, items scored (cheaper fitness)
         "loading": load_notes,  # carrier choice, vocabulary alignment, config differences: one line each
+        **_baseline_summary(list(baselines), test_scores),
+        **_bound_summary(parallel_stats[final_label]),
     }
     if save_model:
         reporter.message("saving the merged model")
         _save_atomically(final_space, final_best.genome, store.path / "model", summary, config)
         summary["model_dir"] = str(store.path / "model")
     store.write_json("summary.json", summary)
-    rows = [{"name": name, "score": score, "detail": _detail(test_metrics[name])}
+    kinds = {**{n: "source" for n in models}, **{n: "reference" for n in baselines}}
+    rows = [{"name": name, "score": score, "detail": _detail(test_metrics[name]), "kind": kinds.get(name, "merge")}
             for name, score in test_scores.items() if not (name == MERGED and len(results) > 1)]
     reporter.final_table(f"{benchmark.name} ({benchmark.test_split}, {benchmark.metric})", rows, str(store.path))
     return summary
 
 
 def _search(stage: Stage, space, benchmark, search_items, store: RunStore, reporter: Reporter, plan: Plan,
-            pool=None):
+            pool=None, warm: bool = False):
     from evosuite.fitness import ItemScorer, Schedule
 
     config = plan.config
     fitness = ItemScorer(space.candidate, benchmark, search_items, plan.fitness, config.seed)
     schedule = Schedule(plan.fitness, len(search_items)) if plan.fitness.active else None
-    optimizer = plan.optimizer_cls(space.dimension, seed=config.seed, x0=space.initial_genome(),
-                                   **stage.optimizer_options)
+
+    def make_optimizer(x0=None):
+        return plan.optimizer_cls(space.dimension, seed=config.seed, x0=x0 or space.initial_genome(),
+                                  **stage.optimizer_options)
+
     reporter.stage(f"{stage.label} search on {benchmark.name}/{benchmark.search_split} "
                    f"({len(search_items)} items, {space.dimension} genes)")
-    evolver = Evolver(stage=stage.label, optimizer=optimizer, evaluate=fitness, store=store, budget=stage.budget,
-                      events=reporter, max_consecutive_failures=config.max_consecutive_failures, pool=pool,
-                      schedule=schedule)
+    warm_start = _warm_start(space, config, reporter, make_optimizer) if warm and config.warm_start else None
+    evolver = Evolver(stage=stage.label, optimizer=None if warm_start else make_optimizer(), evaluate=fitness,
+                      store=store, budget=stage.budget, events=reporter,
+                      max_consecutive_failures=config.max_consecutive_failures, pool=pool, schedule=schedule,
+                      warm_start=warm_start)
     best = evolver.run()
     stats: dict[str, Any] = {"workers": pool.workers if pool is not None else 1}
+    if evolver.start is not None:
+        start = evolver.start
+        stats["warm_start"] = {"baseline": start.extra.get("baseline"), "genome": start.genome,
+                               "search_fitness": start.fitness}
+        reporter.message(f"{stage.label}: warm start at baseline {start.extra.get('baseline')} "
+                         f"(search fitness {start.fitness:.4f})")
     if pool is not None:
         stats.update(pool.utilization().to_dict())
         reporter.message(f"{stage.label}: {stats['workers']} workers, utilization "
@@ -266,6 +286,49 @@ def _search(stage: Stage, space, benchmark, search_items, store: RunStore, repor
         reporter.message(f"{stage.label}: scored {stats['items_scored']} of {stats['items_full_evaluation']} "
                          f"items a full evaluation would ({(stats['fraction'] or 0) * 100:.1f}%)")
     return best, len(evolver.history), stats
+
+
+def _warm_start(space, config: RunConfig, reporter: Reporter, make_optimizer):
+    """The baselines' genomes, scored first so that the optimizer starts at the best (None: nothing to score)."""
+    from evosuite.evolver import WarmStart
+
+    genomes = space.baseline_genomes(config.baselines)
+    if not genomes:
+        return None
+    for name, _, notes in genomes:
+        for note in notes:
+            reporter.message(f"warm start: baseline {name}: {note}")
+    reporter.message(f"warm start: scoring {len(genomes)} baselines on the search split first (generation 0)")
+    return WarmStart([(name, genome) for name, genome, _ in genomes], make_optimizer)
+
+
+#: A gene this close to 0 or 1 sits on a bound of the box.
+BOUND_TOLERANCE = 1e-3
+
+
+def _bound_check(label: str, space, genome, reporter: Reporter) -> dict[str, Any]:
+    """Warn when the best genome sits on a bound of its box: the search may have wanted to go further."""
+    names = space.gene_names()
+    on_bound = [f"{name} at {'top' if g > 0.5 else 'bottom'}" for g, name in zip(genome, names)
+                if name is not None and min(g, 1 - g) <= BOUND_TOLERANCE]
+    if on_bound:
+        reporter.message(f"warning: {label}: the best genome sits on a bound of its box ({', '.join(on_bound)}): "
+                         f"the search may want to go further; widen the space's ranges if the values allow it")
+    return {"genes_on_bound": on_bound}
+
+
+def _bound_summary(stats: dict[str, Any]) -> dict[str, Any]:
+    on_bound = stats.get("genes_on_bound") or []
+    return {"best_genome_on_bound": bool(on_bound), "genes_on_bound": on_bound}
+
+
+def _baseline_summary(names: list[str], test_scores: dict[str, float]) -> dict[str, Any]:
+    """The best baseline on the held-out split and the merge's margin over it (None without baselines)."""
+    if not names:
+        return {"baselines": [], "best_baseline": None, "margin_over_best_baseline": None}
+    best = max(names, key=lambda n: test_scores[n])
+    return {"baselines": names, "best_baseline": best,
+            "margin_over_best_baseline": test_scores[MERGED] - test_scores[best]}
 
 
 # --- shared by the in-process run and the workers of evosuite.ray_pool ----------------------------------

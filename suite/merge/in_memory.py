@@ -108,3 +108,15 @@ class TaskVectorMerger:
             result = merge_tensor(self.method, name, self.base.get(name), sources, model_params, global_params,
                                   seed=seed, out=self.work.get("out", numel), work=self.work, shape=shape)
             out[name].copy_(result.view(shape))
+
+
+def merge_once(out: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tensor] | None,
+               sources: Sequence[Mapping[str, torch.Tensor]], method: MergeMethod, params_for: ParamsFor, *,
+               seed: int = 0) -> None:
+    """One merge written into ``out``, tensor by tensor, keeping no task vectors: for a fixed recipe scored
+    once. Same per-tensor code and seeds as ``TaskVectorMerger``, so the same parameters give the same tensors."""
+    for name, target in out.items():
+        one_base = {name: base[name]} if base is not None else None
+        merger = TaskVectorMerger(one_base, [{name: s[name]} for s in sources], method, names=[name],
+                                  device=target.device)
+        merger.merge_into({name: target}, params_for, seed=seed)
