@@ -9,6 +9,9 @@ head) take the mean of the groups' values.
 Candidates are built in memory: task vectors are computed once, and each genome is merged straight
 into one reusable copy of the carrier model (for a VLM: its language model; vision tower and projector
 stay as they are).
+
+Fixed recipes (``evosuite.plugins.recipes``): ``references`` builds the run's baselines for the final table,
+``baseline_genomes`` encodes them as genomes of this space for the warm start.
 """
 
 from __future__ import annotations

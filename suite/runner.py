@@ -414,4 +414,7 @@ def _save_atomically(space, genome, out_dir: Path, summary: dict[str, Any], conf
 
 
 def config_from_store(store: RunStore) -> RunConfig:
-    return parse_config(store.config())
+    data = store.config()
+    if isinstance(data, dict):
+        data.setdefault("warm_start", False)  # written before the warm start existed: its log has none to replay
+    return parse_config(data)

@@ -240,3 +240,14 @@ def test_ties_reference_matches_the_on_disk_merge(paths, models, tmp_path):
     torch.testing.assert_close(merged[name], on_disk[disk_name], atol=1e-6, rtol=0)
     assert not torch.allclose(merged[name], (models["a"].mergeable_parameters()[name]
                                              + models["b"].mergeable_parameters()[name]) / 2)
+
+
+def test_a_run_written_before_the_warm_start_resumes_without_one(paths, tmp_path):
+    from evosuite.runner import config_from_store
+
+    data = {"sources": [{"name": "a", "model": paths["a"]}, {"name": "b", "model": paths["b"]}],
+            "base_model": paths["base"], "benchmark": "toy-echo"}
+    old = RunStore(tmp_path / "old").create(data)  # no warm_start key: its log has no generation 0 to replay
+    assert config_from_store(old).warm_start is False
+    new = RunStore(tmp_path / "new").create(parse_config(data).to_dict())
+    assert config_from_store(new).warm_start is True and parse_config(data).warm_start is True
