@@ -184,10 +184,12 @@ class ParameterSpace(MergeSpace):
         out = []
         for recipe in resolve_baselines(baselines, self.source_names, self.base is not None):
             given = per_source_params(recipe, self.source_names)
-            notes = []
-            if recipe["method"] != self.method.name or global_params(recipe) != self.global_params:
-                notes.append(f"approximated: the space merges with {self.method.name} "
-                             f"{self.global_params}, the baseline with {recipe['method']} {global_params(recipe)}")
+            notes, clamped_values = [], []
+            options = global_params(recipe)
+            differ = ", ".join(f"{k} {v}" for k, v in options.items() if self.global_params.get(k, v) != v)
+            if recipe["method"] != self.method.name or differ:
+                notes.append(f"approximated: the space merges with {self.method.name}, the baseline with "
+                             f"{recipe['method']}" + (f" ({differ})" if differ else ""))
             per_source = []
             for name, params in zip(self.source_names, given):
                 values = {}
@@ -199,9 +201,11 @@ class ParameterSpace(MergeSpace):
                         value = (low + high) / 2
                     clamped = min(high, max(low, value))
                     if clamped != value:
-                        notes.append(f"{p} of {name} {value:g} clamped to the range [{low:g}, {high:g}]")
+                        clamped_values.append(f"{p} of {name} {value:g} clamped to [{low:g}, {high:g}]")
                     values[p] = clamped
                 per_source.append(values)
+            if clamped_values:
+                notes.append(", ".join(clamped_values))
             out.append((recipe["name"], self.encode(per_source), notes))
         return out
 

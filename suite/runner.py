@@ -275,8 +275,6 @@ def _search(stage: Stage, space, benchmark, search_items, store: RunStore, repor
         start = evolver.start
         stats["warm_start"] = {"baseline": start.extra.get("baseline"), "genome": start.genome,
                                "search_fitness": start.fitness}
-        reporter.message(f"{stage.label}: warm start at baseline {start.extra.get('baseline')} "
-                         f"(search fitness {start.fitness:.4f})")
     if pool is not None:
         stats.update(pool.utilization().to_dict())
         reporter.message(f"{stage.label}: {stats['workers']} workers, utilization "
@@ -296,10 +294,19 @@ def _warm_start(space, config: RunConfig, reporter: Reporter, make_optimizer):
     if not genomes:
         return None
     for name, _, notes in genomes:
-        for note in notes:
-            reporter.message(f"warm start: baseline {name}: {note}")
+        if notes:
+            reporter.message(f"warm start: baseline {name}: {'; '.join(notes)}")
     reporter.message(f"warm start: scoring {len(genomes)} baselines on the search split first (generation 0)")
-    return WarmStart([(name, genome) for name, genome, _ in genomes], make_optimizer)
+
+    def make_started_optimizer(x0):
+        if x0 is None:
+            reporter.message("warm start: every baseline failed; the optimizer starts at the space's initial genome")
+        else:
+            name = next(n for n, genome, _ in genomes if list(map(float, genome)) == x0)
+            reporter.message(f"warm start: the optimizer starts at baseline {name}")
+        return make_optimizer(x0)
+
+    return WarmStart([(name, genome) for name, genome, _ in genomes], make_started_optimizer)
 
 
 #: A gene this close to 0 or 1 sits on a bound of the box.

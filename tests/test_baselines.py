@@ -128,13 +128,18 @@ def test_warm_start_scores_the_baselines_first_and_starts_there(paths, tmp_path,
     start = summary["evaluation"]["ps"]["warm_start"]
     assert start["genome"] == best["genome"] and start["search_fitness"] == best["fitness"]
     assert any(m.startswith("warm start: scoring 4 baselines") for m in reporter.messages)
+    assert f"warm start: the optimizer starts at baseline {best['baseline']}" in reporter.messages
     assert all(r["generation"] == 1 for r in records[4:])
 
 
 def test_a_baseline_outside_the_box_is_clamped_and_said(paths, tmp_path, register_plugin):
     space = {"name": "ps", "options": {"ranges": {"weight": [0.0, 0.8]}}}
     _, reporter = run(paths, tmp_path, register_plugin, space=space, budget=4)
-    assert "warm start: baseline ties-0.5: weight of a 1 clamped to the range [0, 0.8]" in reporter.messages
+    assert ("warm start: baseline ties-0.5: approximated: the space merges with dare_ties, the baseline with ties "
+            "(normalize True, rescale False); weight of a 1 clamped to [0, 0.8], weight of b 1 clamped to [0, 0.8]"
+            ) in reporter.messages
+    assert ("warm start: baseline dare-ties-0.5: weight of a 1 clamped to [0, 0.8], weight of b 1 clamped to "
+            "[0, 0.8]") in reporter.messages
 
 
 class RecordingCMAES:
