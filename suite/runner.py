@@ -15,6 +15,7 @@ from typing import Any
 
 from evosuite import __version__
 from evosuite.api import check_options
+from evosuite.baselines import baseline_summary, bound_check, bound_summary, warm_start_from_baselines
 from evosuite.config import RunConfig, parse_config
 from evosuite.errors import ConfigError, EvosuiteError
 from evosuite.evolver import Evolver
@@ -176,7 +177,7 @@ def _execute(plan: Plan, store: RunStore, reporter: Reporter, *, save_model: boo
                 pool.set_stage(k, [b.genome for _, b in results.values()])
             best, count, stats = _search(stage, space, benchmark, search_items, store, reporter, plan, pool,
                                          warm=k == 0)
-            stats.update(_bound_check(stage.label, space, best.genome, reporter))
+            stats.update(bound_check(stage.label, space, best.genome, reporter))
             results[stage.label] = (space, best)
             evaluations += count
             parallel_stats[stage.label] = stats
@@ -235,8 +236,8 @@ def _execute(plan: Plan, store: RunStore, reporter: Reporter, *, save_model: boo
         "workers": config.workers,
         "evaluation": parallel_stats,  # per stage: worker utilization, items scored (cheaper fitness)
         "loading": load_notes,  # carrier choice, vocabulary alignment, config differences: one line each
-        **_baseline_summary(list(baselines), test_scores),
-        **_bound_summary(parallel_stats[final_label]),
+        **baseline_summary(list(baselines), test_scores, MERGED),
+        **bound_summary(parallel_stats[final_label]),
     }
     if save_model:
         reporter.message("saving the merged model")
@@ -264,7 +265,9 @@ def _search(stage: Stage, space, benchmark, search_items, store: RunStore, repor
 
     reporter.stage(f"{stage.label} search on {benchmark.name}/{benchmark.search_split} "
                    f"({len(search_items)} items, {space.dimension} genes)")
-    warm_start = _warm_start(space, config, reporter, make_optimizer) if warm and config.warm_start else None
+    warm_start = None  # the first stage starts at the best baseline (evosuite.baselines)
+    if warm and config.warm_start:
+        warm_start = warm_start_from_baselines(space, config.baselines, reporter, make_optimizer)
     evolver = Evolver(stage=stage.label, optimizer=None if warm_start else make_optimizer(), evaluate=fitness,
                       store=store, budget=stage.budget, events=reporter,
                       max_consecutive_failures=config.max_consecutive_failures, pool=pool, schedule=schedule,
@@ -284,58 +287,6 @@ def _search(stage: Stage, space, benchmark, search_items, store: RunStore, repor
         reporter.message(f"{stage.label}: scored {stats['items_scored']} of {stats['items_full_evaluation']} "
                          f"items a full evaluation would ({(stats['fraction'] or 0) * 100:.1f}%)")
     return best, len(evolver.history), stats
-
-
-def _warm_start(space, config: RunConfig, reporter: Reporter, make_optimizer):
-    """The baselines' genomes, scored first so that the optimizer starts at the best (None: nothing to score)."""
-    from evosuite.evolver import WarmStart
-
-    genomes = space.baseline_genomes(config.baselines)
-    if not genomes:
-        return None
-    for name, _, notes in genomes:
-        if notes:
-            reporter.message(f"warm start: baseline {name}: {'; '.join(notes)}")
-    reporter.message(f"warm start: scoring {len(genomes)} baselines on the search split first (generation 0)")
-
-    def make_started_optimizer(x0):
-        if x0 is None:
-            reporter.message("warm start: every baseline failed; the optimizer starts at the space's initial genome")
-        else:
-            name = next(n for n, genome, _ in genomes if list(map(float, genome)) == x0)
-            reporter.message(f"warm start: the optimizer starts at baseline {name}")
-        return make_optimizer(x0)
-
-    return WarmStart([(name, genome) for name, genome, _ in genomes], make_started_optimizer)
-
-
-#: A gene this close to 0 or 1 sits on a bound of the box.
-BOUND_TOLERANCE = 1e-3
-
-
-def _bound_check(label: str, space, genome, reporter: Reporter) -> dict[str, Any]:
-    """Warn when the best genome sits on a bound of its box: the search may have wanted to go further."""
-    names = space.gene_names()
-    on_bound = [f"{name} at {'top' if g > 0.5 else 'bottom'}" for g, name in zip(genome, names)
-                if name is not None and min(g, 1 - g) <= BOUND_TOLERANCE]
-    if on_bound:
-        reporter.message(f"warning: {label}: the best genome sits on a bound of its box ({', '.join(on_bound)}): "
-                         f"the search may want to go further; widen the space's ranges if the values allow it")
-    return {"genes_on_bound": on_bound}
-
-
-def _bound_summary(stats: dict[str, Any]) -> dict[str, Any]:
-    on_bound = stats.get("genes_on_bound") or []
-    return {"best_genome_on_bound": bool(on_bound), "genes_on_bound": on_bound}
-
-
-def _baseline_summary(names: list[str], test_scores: dict[str, float]) -> dict[str, Any]:
-    """The best baseline on the held-out split and the merge's margin over it (None without baselines)."""
-    if not names:
-        return {"baselines": [], "best_baseline": None, "margin_over_best_baseline": None}
-    best = max(names, key=lambda n: test_scores[n])
-    return {"baselines": names, "best_baseline": best,
-            "margin_over_best_baseline": test_scores[MERGED] - test_scores[best]}
 
 
 # --- shared by the in-process run and the workers of evosuite.ray_pool ----------------------------------
