@@ -191,6 +191,13 @@ def test_bound_warning_and_summary_flag(paths, tmp_path, register_plugin):
     assert any(m.startswith("warning: ps: the best genome sits on a bound of its box (weight of a at top, "
                             "weight of b at bottom)") for m in reporter.messages)
 
+    from evosuite.report import write_report
+
+    md, _ = write_report(tmp_path / "run")  # the best is the warm start's baseline, and the report says so
+    text = md.read_text()
+    assert "| ps | 1 | 1 | 0 |" in text and "#1 (generation 0, baseline keep-a)" in text
+    assert "The best genome sits on a bound of its box (weight of a at top, weight of b at bottom)" in text
+
     inside = [{"name": "mid", "method": "dare_ties", "parameters": {"weight": 0.5, "density": 0.6}}]
     summary, reporter = run(paths, tmp_path / "inside", register_plugin, space=space, baselines=inside, budget=1)
     assert summary["best_genome_on_bound"] is False and summary["genes_on_bound"] == []

@@ -133,7 +133,8 @@ def _search(data, figures: dict[str, str], folder: str) -> list[Block]:
         best_k, best = max(ok, key=lambda kr: kr[1]["fitness"]) if ok else (None, None)
         rows.append([stage, str(len(records)), str(len({r.get("generation") for r in records})),
                      str(len(records) - len(ok)), _fmt(best["fitness"]) if best else "-",
-                     f"#{best_k} (generation {best.get('generation')})" if best else "-"])
+                     f"#{best_k} (generation {best.get('generation')}"
+                     + (f", baseline {best['baseline']})" if best.get("baseline") else ")") if best else "-"])
     if rows:
         blocks.append(("table", ["stage", "evaluations", "generations", "failed", "best fitness",
                                  "best found at"], rows))
