@@ -315,8 +315,12 @@ class DataFlowSpace(MergeSpace):
         _paths().install_path(self._candidate, layers, scales, types, described)
         return self._candidate
 
-    def references(self):
+    def references(self, baselines=None):
         return {}
+
+    def gene_names(self):
+        """Include genes are switches (None: their bounds are no limit); scale genes are ranges."""
+        return [None] * self.num_slots + [f"scale gene {k}" for k in range(self.dimension - self.num_slots)]
 
     def recipe(self, genome) -> dict[str, Any]:
         path = self.decode(genome)

@@ -9,6 +9,9 @@ head) take the mean of the groups' values.
 Candidates are built in memory, tensor by tensor, from the sources as loaded (no float32 copies of them),
 on the candidate's device, and each genome is merged straight into one reusable copy of the carrier model
 (for a VLM: its language model; vision tower and projector stay as they are).
+
+Fixed recipes (``evosuite.plugins.recipes``): ``references`` builds the run's baselines for the final table,
+``baseline_genomes`` encodes them as genomes of this space for the warm start.
 """
 
 from __future__ import annotations
@@ -19,8 +22,11 @@ from evosuite import hookimpl
 from evosuite.api import REQUIRED, LoadedModel, MergeSpace
 from evosuite.errors import ConfigError
 from evosuite.plugin_manager import get
+from evosuite.plugins.recipes import global_params, per_source_params, resolve_baselines
 
-DEFAULT_RANGES = {"density": [0.0, 1.0], "weight": [0.0, 1.0]}
+#: Default ranges of the searched values: a weight of 1 (the hand recipes' task arithmetic, TIES...) sits in the
+#: middle, with room beyond; a density cannot leave [0, 1].
+DEFAULT_RANGES = {"density": [0.0, 1.0], "weight": [0.0, 2.0]}
 
 
 class ParameterSpace(MergeSpace):
@@ -156,17 +162,62 @@ class ParameterSpace(MergeSpace):
         self._merger.merge_into(self._out, params_for, seed=self.seed)
         return self._candidate
 
-    def references(self):
-        import torch
+    # -- fixed recipes: the final table's baselines and the warm start ---------------------------------
+    @classmethod
+    def check_baselines(cls, baselines, source_names, has_base):
+        resolve_baselines(baselines, source_names, has_base)
 
-        def equal_weight_average():
-            sources = [s.mergeable_parameters() for s in self.sources]
-            with torch.no_grad():
-                for name, out in self._out.items():
-                    out.copy_(sum(src[name].float() for src in sources) / len(sources))
+    def references(self, baselines=None):
+        from evosuite.merge.in_memory import merge_once
+
+        def build(recipe):
+            method = get("methods", recipe["method"])
+            per_source = per_source_params(recipe, self.source_names)
+            options = global_params(recipe)
+            base = self.base.mergeable_parameters() if self.base is not None else None
+            merge_once(self._out, base, [s.mergeable_parameters() for s in self.sources], method,
+                       lambda name: (per_source, options), seed=self.seed)
             return self._candidate
 
-        return {"equal-weight": equal_weight_average}
+        recipes = resolve_baselines(baselines, self.source_names, self.base is not None)
+        return {recipe["name"]: (lambda r=recipe: build(r)) for recipe in recipes}
+
+    def baseline_genomes(self, baselines=None):
+        """Each baseline's per-model values in this space's genome: exact when the baseline uses the space's
+        method and global options; otherwise the nearest genome (values the space's method lacks take its
+        defaults), and the notes say so. Values outside a range are clamped to it."""
+        out = []
+        for recipe in resolve_baselines(baselines, self.source_names, self.base is not None):
+            given = per_source_params(recipe, self.source_names)
+            notes, clamped_values = [], []
+            options = global_params(recipe)
+            differ = ", ".join(f"{k} {v}" for k, v in options.items() if self.global_params.get(k, v) != v)
+            if recipe["method"] != self.method.name or differ:
+                notes.append(f"approximated: the space merges with {self.method.name}, the baseline with "
+                             f"{recipe['method']}" + (f" ({differ})" if differ else ""))
+            per_source = []
+            for name, params in zip(self.source_names, given):
+                values = {}
+                for p in self.parameters:
+                    default = self.method.model_parameters.get(p)
+                    value = params.get(p, default if default is not REQUIRED else None)
+                    low, high = self.ranges[p]
+                    if value is None:
+                        value = (low + high) / 2
+                    clamped = min(high, max(low, value))
+                    if clamped != value:
+                        clamped_values.append(f"{p} of {name} {value:g} clamped to [{low:g}, {high:g}]")
+                    values[p] = clamped
+                per_source.append(values)
+            if clamped_values:
+                notes.append(", ".join(clamped_values))
+            out.append((recipe["name"], self.encode(per_source), notes))
+        return out
+
+    def gene_names(self):
+        multi = len(self.groups) > 1
+        return [f"{p} of {name}" + (f" (layers {members[0]}-{members[-1]})" if multi else "")
+                for members in self.groups for name in self.source_names for p in self.parameters]
 
     def recipe(self, genome) -> dict[str, Any]:
         decoded = self.decode(genome)

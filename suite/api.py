@@ -305,12 +305,35 @@ class MergeSpace:
         """Where the search starts (the paper's 0.5 everywhere unless the space knows better)."""
         return [0.5] * self.dimension
 
-    def references(self) -> dict[str, Callable[[], LoadedModel]]:
-        """Named reference merges scored in the final table beside the evolved one (e.g. ``equal-weight``).
+    def references(self, baselines: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Callable[[], LoadedModel]]:
+        """Named reference merges scored in the final table beside the evolved one: the run's ``baselines``
+        (fixed recipes, mergekit style: ``{name, method, parameters, method_options}``), or the space's own
+        defaults when None (``[]``: none).
 
         Each value builds its model when called; like ``candidate``, it may reuse the candidate's buffers.
         """
         return {}
+
+    @classmethod
+    def check_baselines(cls, baselines: Sequence[Mapping[str, Any]] | None, source_names: Sequence[str],
+                        has_base: bool) -> None:
+        """Raise a one-line ``ConfigError`` before any work when the space cannot build one of ``baselines``
+        (a space that builds no fixed recipe refuses any)."""
+        if baselines:
+            raise ConfigError(f"merge space {cls.name!r} cannot score fixed baseline recipes",
+                              "remove baselines: from the run configuration, or start with a ps stage")
+
+    def baseline_genomes(self, baselines: Sequence[Mapping[str, Any]] | None = None
+                         ) -> list[tuple[str, list[float], list[str]]]:
+        """``(name, genome, notes)`` for each baseline (as in ``references``) that a genome of this space can
+        express: the warm start scores them first. ``notes`` say what the genome could not keep (a value
+        clamped to its range, another method approximated). Default: none, so no warm start."""
+        return []
+
+    def gene_names(self) -> list[str | None]:
+        """A readable name per gene, for messages; None marks a switch whose bounds are no limit of the
+        search (a bound warning skips it). Default: ``gene i`` for every gene."""
+        return [f"gene {i}" for i in range(self.dimension)]
 
     def candidate(self, genome: Sequence[float]) -> LoadedModel:
         """The model a genome stands for; it may reuse buffers, so it is valid until the next call."""

@@ -60,6 +60,11 @@ class RunConfig:
     workers: int = 1
     #: An existing Ray cluster (``ray://host:10001`` or ``auto``); None starts a local Ray when workers > 1.
     ray_address: str | None = None
+    #: Fixed recipes scored beside the merge (``{name, method, parameters, method_options}``, mergekit style);
+    #: None: the first space's defaults (a PS run: equal-weight, task arithmetic, TIES, DARE-TIES); []: none.
+    baselines: list[dict[str, Any]] | None = None
+    #: Score the baselines' genomes first (generation 0) and start the optimizer at the best one.
+    warm_start: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,6 +78,7 @@ _SCALARS = {
     "test_limit": (int, type(None)), "seed": int, "device": str, "dtype": str, "trust_remote_code": bool,
     "allow_pickle": bool, "max_consecutive_failures": int, "batch_size": int,
     "fitness": (dict, type(None)), "workers": int, "ray_address": (str, type(None)),
+    "baselines": (list, type(None)), "warm_start": bool,
 }
 _TOP_KEYS = {"sources", "benchmark", "space", "optimizer", *_SCALARS}
 

@@ -57,17 +57,29 @@ class TooManyFailures(EvosuiteError):
     pass
 
 
+@dataclass
+class WarmStart:
+    """Fixed genomes scored first, as generation 0 (logged and replayed like any other), before the optimizer
+    exists; ``make_optimizer`` then builds it at the best of them (None when every one failed)."""
+
+    genomes: list[tuple[str, list[float]]]  # (label for the log, genome)
+    make_optimizer: Callable[[list[float] | None], Optimizer]
+
+
 class Evolver:
     """``pool`` (an ``evosuite.parallel.Evaluator``) evaluates a generation's candidates, possibly on several
     workers at once; without one, ``evaluate`` runs in this process one candidate at a time. ``schedule``
     (optional, see ``evosuite.fitness.Schedule``) gives each generation a context passed to ``evaluate``,
     sees every evaluation in ask order, and may name the best one.
     Either way evaluations are logged in ask order, so replaying the log on resume works the same.
+    With ``warm_start`` (then ``optimizer`` is None) its genomes are generation 0, each logged with its label
+    as ``baseline``, and the optimizer, built at the best of them, asks generations 1, 2...; they all count
+    towards ``budget``.
     """
 
-    def __init__(self, *, stage: str, optimizer: Optimizer, evaluate: Evaluate | None, store: RunStore, budget: int,
-                 events: EvolutionEvents | None = None, max_consecutive_failures: int = 10, pool=None,
-                 schedule=None):
+    def __init__(self, *, stage: str, optimizer: Optimizer | None, evaluate: Evaluate | None, store: RunStore,
+                 budget: int, events: EvolutionEvents | None = None, max_consecutive_failures: int = 10, pool=None,
+                 schedule=None, warm_start: WarmStart | None = None):
         self.stage = stage
         self.optimizer = optimizer
         self.evaluate = evaluate
@@ -77,6 +89,9 @@ class Evolver:
         self.max_consecutive_failures = max_consecutive_failures
         self.pool = pool
         self.schedule = schedule
+        self.warm_start = warm_start
+        #: The best genome of the warm start's generation 0, where the optimizer started (None without one).
+        self.start: Evaluation | None = None
         self.history: list[Evaluation] = []
         self._cache: dict[tuple, Evaluation] = {}
 
@@ -106,48 +121,20 @@ class Evolver:
         self._best: Evaluation | None = None
         self._failures_in_a_row = 0
         count = generation = 0
+        if self.warm_start is not None:
+            labels = [label for label, _ in self.warm_start.genomes]
+            genomes = [list(map(float, g)) for _, g in self.warm_start.genomes]
+            take = min(len(genomes), self.budget)
+            self._generation(0, genomes, take, count, logged, labels)
+            count += take
+            self.start = self._best
+            self.optimizer = self.warm_start.make_optimizer(None if self._best is None else list(self._best.genome))
+            generation = 1
         while count < self.budget:
             genomes = [list(map(float, g)) for g in self.optimizer.ask()]
             take = min(len(genomes), self.budget - count)
-            context = self.schedule.context(generation) if self.schedule is not None else None
-            ready: dict[int, Evaluation] = {}
-            pending = []
-            for index, genome in enumerate(genomes[:take]):
-                record = logged.get((generation, index))
-                if record is not None and _same_genome(record["genome"], genome):
-                    extra = {k: v for k, v in record.items() if k not in _RECORD_KEYS}
-                    ready[index] = Evaluation(self.stage, generation, index, genome,
-                                              -math.inf if record["fitness"] is None else record["fitness"],
-                                              record["seconds"], record["error"], replayed=True, extra=extra)
-                elif record is not None:
-                    raise EvosuiteError(
-                        f"the run directory's log differs from what the optimizer asks at generation {generation}",
-                        "resume with the same configuration and evosuite version, or start a new run directory",
-                    )
-                elif (hit := self._cache.get(_cache_key(genome, context))) is not None:
-                    ready[index] = Evaluation(self.stage, generation, index, genome, hit.fitness, 0.0, None,
-                                              extra={**hit.extra, "cached": True})
-                else:
-                    pending.append(index)
-            self._count = count
-            state = {"flushed": 0, "take": take, "ready": ready, "context": context}
-            self._flush(state)
-            if self.pool is None:
-                for index in pending:
-                    self.events.evaluation_started(generation, index, count + state["flushed"], self.budget)
-                    ready[index] = self._score(generation, index, genomes[index], context)
-                    self._flush(state)
-            else:
-                from evosuite.parallel import Task
-
-                if pending:
-                    self.events.evaluation_started(generation, pending[0], count + state["flushed"], self.budget)
-                tasks = [Task((generation, i), genomes[i], context) for i in pending]
-                for outcome in self.pool.run(tasks, self.events.item_progress):
-                    _, index = outcome.key
-                    ready[index] = self._evaluation(generation, index, genomes[index], outcome)
-                    self._flush(state)
-            count += state["flushed"]
+            ready = self._generation(generation, genomes, take, count, logged)
+            count += take
             if take == len(genomes):
                 self.optimizer.tell(genomes, [ready[i].fitness for i in range(take)])
             generation += 1
@@ -157,11 +144,58 @@ class Evolver:
             raise TooManyFailures("every candidate failed", f"see {self.store.path / 'evaluations.jsonl'}")
         return best
 
+    def _generation(self, generation: int, genomes: list[list[float]], take: int, count: int,
+                    logged: dict[tuple[int, int], dict[str, Any]], labels: list[str] | None = None
+                    ) -> dict[int, Evaluation]:
+        """Score (or replay) the first ``take`` genomes of one generation; return them by index."""
+        context = self.schedule.context(generation) if self.schedule is not None else None
+        ready: dict[int, Evaluation] = {}
+        pending = []
+        for index, genome in enumerate(genomes[:take]):
+            record = logged.get((generation, index))
+            if record is not None and _same_genome(record["genome"], genome):
+                extra = {k: v for k, v in record.items() if k not in _RECORD_KEYS}
+                ready[index] = Evaluation(self.stage, generation, index, genome,
+                                          -math.inf if record["fitness"] is None else record["fitness"],
+                                          record["seconds"], record["error"], replayed=True, extra=extra)
+            elif record is not None:
+                raise EvosuiteError(
+                    f"the run directory's log differs from what the optimizer asks at generation {generation}",
+                    "resume with the same configuration and evosuite version, or start a new run directory",
+                )
+            elif (hit := self._cache.get(_cache_key(genome, context))) is not None:
+                ready[index] = Evaluation(self.stage, generation, index, genome, hit.fitness, 0.0, None,
+                                          extra={**{k: v for k, v in hit.extra.items() if k != "baseline"},
+                                                 "cached": True})
+            else:
+                pending.append(index)
+        self._count = count
+        state = {"flushed": 0, "take": take, "ready": ready, "context": context, "labels": labels}
+        self._flush(state)
+        if self.pool is None:
+            for index in pending:
+                self.events.evaluation_started(generation, index, count + state["flushed"], self.budget)
+                ready[index] = self._score(generation, index, genomes[index], context)
+                self._flush(state)
+        else:
+            from evosuite.parallel import Task
+
+            if pending:
+                self.events.evaluation_started(generation, pending[0], count + state["flushed"], self.budget)
+            tasks = [Task((generation, i), genomes[i], context) for i in pending]
+            for outcome in self.pool.run(tasks, self.events.item_progress):
+                _, index = outcome.key
+                ready[index] = self._evaluation(generation, index, genomes[index], outcome)
+                self._flush(state)
+        return ready
+
     def _flush(self, state: dict[str, Any]) -> None:
         """Log and report, in ask order, every evaluation of the generation whose predecessors are done."""
         ready = state["ready"]
         while state["flushed"] < state["take"] and state["flushed"] in ready:
             evaluation = ready[state["flushed"]]
+            if state["labels"] is not None and not evaluation.replayed:  # the warm start names its genomes
+                evaluation.extra["baseline"] = state["labels"][state["flushed"]]
             if not evaluation.replayed:
                 self.store.log_evaluation(evaluation.record())
             state["flushed"] += 1

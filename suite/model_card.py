@@ -44,6 +44,12 @@ def _scores(summary: dict[str, Any], config) -> str:
             continue
         kind = "source" if name in sources else "stage best" if name in stages else "reference merge"
         lines.append(f"| {name} | {kind} | {shown} | {_interval(metrics, metric)} |")
+    best = summary.get("best_baseline")
+    if best is not None:
+        margin = summary["margin_over_best_baseline"]
+        lines.append(f"\nReference merges are fixed hand recipes over the same sources, scored on the same items. "
+                     f"The best, `{best}`, scores {_number(summary['test_scores'][best])}: the merged model is "
+                     f"{abs(margin):.4f} {'above' if margin >= 0 else 'below'} it.")
     return "\n".join(lines)
 
 

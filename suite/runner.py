@@ -15,6 +15,7 @@ from typing import Any
 
 from evosuite import __version__
 from evosuite.api import check_options
+from evosuite.baselines import baseline_summary, bound_check, bound_summary, warm_start_from_baselines
 from evosuite.config import RunConfig, parse_config
 from evosuite.errors import ConfigError, EvosuiteError
 from evosuite.evolver import Evolver
@@ -92,6 +93,9 @@ class Plan:
         if self.stages[0].space_cls.needs_base and not config.base_model:
             raise ConfigError(f"merge space {names[0]!r} needs a base model",
                               "set base_model to the sources' common ancestor")
+        # The baselines are the first space's fixed recipes over the run's sources: checked before any work.
+        self.stages[0].space_cls.check_baselines(config.baselines, [s.name for s in config.sources],
+                                                 bool(config.base_model))
 
 
 def _load_models(config: RunConfig, reporter: Reporter, notes: list[str] | None = None):
@@ -175,7 +179,9 @@ def _execute(plan: Plan, store: RunStore, reporter: Reporter, *, save_model: boo
             space = stage_space(plan, k, models, base, carrier, previous)
             if pool is not None:
                 pool.set_stage(k, [b.genome for _, b in results.values()])
-            best, count, stats = _search(stage, space, benchmark, search_items, store, reporter, plan, pool)
+            best, count, stats = _search(stage, space, benchmark, search_items, store, reporter, plan, pool,
+                                         warm=k == 0)
+            stats.update(bound_check(stage.label, space, best.genome, reporter))
             results[stage.label] = (space, best)
             evaluations += count
             parallel_stats[stage.label] = stats
@@ -195,7 +201,8 @@ def _execute(plan: Plan, store: RunStore, reporter: Reporter, *, save_model: boo
     reporter.stage(f"held-out table on {benchmark.name}/{benchmark.test_split}")
     test_items = benchmark.items(benchmark.test_split, limit=config.test_limit, seed=config.seed)
     builders = {name: _source_in_carrier(carrier, model) for name, model in models.items()}
-    builders.update(results[plan.stages[0].label][0].references())
+    baselines = results[plan.stages[0].label][0].references(config.baselines)
+    builders.update(baselines)
     for label, (space, best) in results.items():
         key = MERGED if len(results) == 1 else label
         builders[key] = (lambda s=space, b=best: s.candidate(b.genome))
@@ -235,34 +242,48 @@ def _execute(plan: Plan, store: RunStore, reporter: Reporter, *, save_model: boo
         "workers": config.workers,
         "evaluation": parallel_stats,  # per stage: worker utilization, items scored (cheaper fitness)
         "loading": load_notes,  # carrier choice, vocabulary alignment, config differences: one line each
+        **baseline_summary(list(baselines), test_scores, MERGED),
+        **bound_summary(parallel_stats[final_label]),
     }
     if save_model:
         reporter.message("saving the merged model")
         _save_atomically(final_space, final_best.genome, store.path / "model", summary, config)
         summary["model_dir"] = str(store.path / "model")
     store.write_json("summary.json", summary)
-    rows = [{"name": name, "score": score, "detail": _detail(test_metrics[name])}
+    kinds = {**{n: "source" for n in models}, **{n: "reference" for n in baselines}}
+    rows = [{"name": name, "score": score, "detail": _detail(test_metrics[name]), "kind": kinds.get(name, "merge")}
             for name, score in test_scores.items() if not (name == MERGED and len(results) > 1)]
     reporter.final_table(f"{benchmark.name} ({benchmark.test_split}, {benchmark.metric})", rows, str(store.path))
     return summary
 
 
 def _search(stage: Stage, space, benchmark, search_items, store: RunStore, reporter: Reporter, plan: Plan,
-            pool=None):
+            pool=None, warm: bool = False):
     from evosuite.fitness import ItemScorer, Schedule
 
     config = plan.config
     fitness = ItemScorer(space.candidate, benchmark, search_items, plan.fitness, config.seed)
     schedule = Schedule(plan.fitness, len(search_items)) if plan.fitness.active else None
-    optimizer = plan.optimizer_cls(space.dimension, seed=config.seed, x0=space.initial_genome(),
-                                   **stage.optimizer_options)
+
+    def make_optimizer(x0=None):
+        return plan.optimizer_cls(space.dimension, seed=config.seed, x0=x0 or space.initial_genome(),
+                                  **stage.optimizer_options)
+
     reporter.stage(f"{stage.label} search on {benchmark.name}/{benchmark.search_split} "
                    f"({len(search_items)} items, {space.dimension} genes)")
-    evolver = Evolver(stage=stage.label, optimizer=optimizer, evaluate=fitness, store=store, budget=stage.budget,
-                      events=reporter, max_consecutive_failures=config.max_consecutive_failures, pool=pool,
-                      schedule=schedule)
+    warm_start = None  # the first stage starts at the best baseline (evosuite.baselines)
+    if warm and config.warm_start:
+        warm_start = warm_start_from_baselines(space, config.baselines, reporter, make_optimizer)
+    evolver = Evolver(stage=stage.label, optimizer=None if warm_start else make_optimizer(), evaluate=fitness,
+                      store=store, budget=stage.budget, events=reporter,
+                      max_consecutive_failures=config.max_consecutive_failures, pool=pool, schedule=schedule,
+                      warm_start=warm_start)
     best = evolver.run()
     stats: dict[str, Any] = {"workers": pool.workers if pool is not None else 1}
+    if evolver.start is not None:
+        start = evolver.start
+        stats["warm_start"] = {"baseline": start.extra.get("baseline"), "genome": start.genome,
+                               "search_fitness": start.fitness}
     if pool is not None:
         stats.update(pool.utilization().to_dict())
         reporter.message(f"{stage.label}: {stats['workers']} workers, utilization "
@@ -357,4 +378,7 @@ def _save_atomically(space, genome, out_dir: Path, summary: dict[str, Any], conf
 
 
 def config_from_store(store: RunStore) -> RunConfig:
-    return parse_config(store.config())
+    data = store.config()
+    if isinstance(data, dict):
+        data.setdefault("warm_start", False)  # written before the warm start existed: its log has none to replay
+    return parse_config(data)

@@ -76,7 +76,8 @@ class Reporter(EvolutionEvents):
         elapsed = time.perf_counter() - self.stage_started
         return elapsed / self.count * (self.budget - self.count)
 
-    def final_table(self, title: str, rows: list[dict[str, Any]], run_dir: str) -> None: ...
+    def final_table(self, title: str, rows: list[dict[str, Any]], run_dir: str) -> None:
+        """``rows``: {name, score, detail, kind}; kind is ``source``, ``reference`` (a baseline) or ``merge``."""
 
 
 class QuietReporter(Reporter):
@@ -106,7 +107,7 @@ class PlainReporter(Reporter):
     def final_table(self, title, rows, run_dir):
         self._print(title)
         for row in rows:
-            self._print(f"  {row['name']:<28} {row['score']:.4f}  {row.get('detail', '')}")
+            self._print(f"  {row['name']:<28} {row.get('kind', ''):<10} {row['score']:.4f}  {row.get('detail', '')}")
         self._print(f"run directory: {run_dir}")
 
 
@@ -183,12 +184,13 @@ class LiveReporter(Reporter):
     def final_table(self, title, rows, run_dir):
         table = Table(title=title)
         table.add_column("model")
+        table.add_column("kind")  # source, reference (a fixed baseline recipe) or merge
         table.add_column("score", justify="right")
         table.add_column("detail")
         top = max(r["score"] for r in rows)
         for row in rows:
             style = "bold green" if row["score"] == top else None
-            table.add_row(row["name"], f"{row['score']:.4f}", row.get("detail", ""), style=style)
+            table.add_row(row["name"], row.get("kind", ""), f"{row['score']:.4f}", row.get("detail", ""), style=style)
         self._final = (table, f"run directory: [bold]{run_dir}[/bold]")
         self._refresh()
 

@@ -196,7 +196,8 @@ def test_run_plugin_clip_end_to_end(clip_zoo, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["benchmark"] == "zoo-clip-union" and summary["evaluations"] == 4
-    assert set(summary["test_scores"]) == {"expert-a", "expert-b", "equal-weight", "merged"}
+    assert set(summary["test_scores"]) == {"expert-a", "expert-b", "equal-weight", "task-arithmetic", "ties-0.5",
+                                           "dare-ties-0.5", "merged"}
     model_dir = tmp_path / "run" / "model"
     assert (model_dir / "open_clip_config.json").is_file()
     from evosuite.models import load_model

@@ -50,7 +50,8 @@ def test_run_writes_a_complete_run_store(tiny_models, toy_site, tmp_path):
     run = tmp_path / "run"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["benchmark"] == "toy-echo" and summary["split"] == "test" and summary["seed"] == 3
-    assert set(summary["test_scores"]) == {"a", "b", "equal-weight", "merged"}
+    assert set(summary["test_scores"]) == {"a", "b", "equal-weight", "task-arithmetic", "ties-0.5", "dare-ties-0.5",
+                                           "merged"}
     assert summary["evaluations"] == 10 and len(summary["best_genome"]) == 4
     lines = [json.loads(line) for line in (run / "evaluations.jsonl").read_text().splitlines()]
     assert len(lines) == 10 and all(set(r) >= {"genome", "fitness", "seconds", "error"} for r in lines)
@@ -99,7 +100,8 @@ def test_kill_9_then_resume_gives_the_uninterrupted_result(tiny_models, toy_site
     assert len(log.read_text().splitlines()) == 16  # nothing evaluated twice
     if space == "ps+dfs":
         assert set(b["stages"]) == {"ps", "ps+dfs"} and b["stages"] == a["stages"]
-        assert {"a", "b", "equal-weight", "ps", "ps+dfs", "merged"} == set(b["test_scores"])
+        assert {"a", "b", "equal-weight", "task-arithmetic", "ties-0.5", "dare-ties-0.5", "ps", "ps+dfs",
+                "merged"} == set(b["test_scores"])
 
 
 def test_failing_candidates_are_logged_and_too_many_stop_the_run(tmp_path):

@@ -65,7 +65,7 @@ def test_task_arithmetic_weights_add_task_vectors(models):
 
 def test_per_layer_genes_touch_only_their_layers(models):
     base, a, b = models
-    ps = space(models, method="task_arithmetic", granularity=2)
+    ps = space(models, method="task_arithmetic", granularity=2, ranges={"weight": [0.0, 1.0]})
     # group 0 (layers 0-1): only a; group 1 (layers 2-3): only b
     merged = ps.candidate([1.0, 0.0, 0.0, 1.0]).mergeable_parameters()
     torch.testing.assert_close(merged["layers.1.self_attn.q_proj.weight"],
@@ -111,7 +111,8 @@ def test_vlm_carrier_keeps_its_vision_tower(tmp_path):
     base = load_model(str(write_llm(tmp_path / "base", seed=0)))
     lm = load_model(str(write_llm(tmp_path / "lm", seed=1)))
     vlm = load_model(str(write_vlm(tmp_path / "vlm", seed=2)))
-    ps = get_host().registry("spaces").get("ps")([lm, vlm], ["lm", "vlm"], base, vlm, seed=0)
+    ps = get_host().registry("spaces").get("ps")([lm, vlm], ["lm", "vlm"], base, vlm, seed=0,
+                                                 ranges={"weight": [0.0, 1.0]})
     candidate = ps.candidate([1.0, 1.0, 1.0, 0.0])
     assert candidate.modality == "image-text"
     vision = dict(candidate.module.model.vision_tower.named_parameters())

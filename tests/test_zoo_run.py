@@ -35,7 +35,9 @@ def test_run_plugin_default_experiment(zoo_env, tmp_path, plugin, task, sources)
     assert result.returncode == 0, result.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["benchmark"] == task and summary["evaluations"] == 4
-    assert set(summary["test_scores"]) == sources | {"equal-weight", "merged"}
+    baselines = {"equal-weight", "task-arithmetic", "ties-0.5", "dare-ties-0.5"}
+    assert set(summary["test_scores"]) == sources | baselines | {"merged"}
+    assert summary["best_baseline"] in baselines
     assert all(0.0 <= v <= 1.0 for v in summary["test_scores"].values())
     config = (run_dir / "config.yaml").read_text()
     assert str(Path(zoo_env["root"])) in config  # the experiment pointed the run at the cached zoo

@@ -124,3 +124,12 @@ class TaskVectorMerger:
             result = merge_tensor(self.method, name, base, sources, model_params, global_params,
                                   seed=seed, out=self.work.get("out", numel), work=self.work, shape=shape)
             out[name].copy_(result.view(shape))
+
+
+def merge_once(out: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tensor] | None,
+               sources: Sequence[Mapping[str, torch.Tensor]], method: MergeMethod, params_for: ParamsFor, *,
+               seed: int = 0) -> None:
+    """One merge written into ``out``: for a fixed recipe scored once (the same tensors as a
+    ``TaskVectorMerger`` with the same parameters and seed, since it is one)."""
+    device = next(iter(out.values())).device
+    TaskVectorMerger(base, sources, method, names=list(out), device=device).merge_into(out, params_for, seed=seed)

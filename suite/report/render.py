@@ -87,8 +87,19 @@ def _verdict(data) -> str | None:
     best_source = max(sources, key=sources.get)
     gain = merges[final] - sources[best_source]
     word = "above" if gain > 0 else "below" if gain < 0 else "level with"
-    return (f"The final merge (`{final}`) scores {merges[final]:.4f} on the held-out split, "
+    text = (f"The final merge (`{final}`) scores {merges[final]:.4f} on the held-out split, "
             f"{abs(gain):.4f} {word} the best source (`{best_source}`, {sources[best_source]:.4f}).")
+    summary = data.summary or {}
+    baseline = summary.get("best_baseline")
+    if baseline in scores:  # the fixed hand recipes (reference rows): did evolution pay off?
+        margin = merges[final] - scores[baseline]
+        word = "above" if margin > 0 else "below" if margin < 0 else "level with"
+        text += (f" It is {abs(margin):.4f} {word} the best baseline recipe (`{baseline}`, "
+                 f"{scores[baseline]:.4f}).")
+    if summary.get("best_genome_on_bound"):
+        text += (" The best genome sits on a bound of its box (" + ", ".join(summary.get("genes_on_bound") or [])
+                 + "): the search may have wanted to go further.")
+    return text
 
 
 def _results(data, figures: dict[str, str], folder: str) -> list[Block]:
@@ -122,7 +133,8 @@ def _search(data, figures: dict[str, str], folder: str) -> list[Block]:
         best_k, best = max(ok, key=lambda kr: kr[1]["fitness"]) if ok else (None, None)
         rows.append([stage, str(len(records)), str(len({r.get("generation") for r in records})),
                      str(len(records) - len(ok)), _fmt(best["fitness"]) if best else "-",
-                     f"#{best_k} (generation {best.get('generation')})" if best else "-"])
+                     f"#{best_k} (generation {best.get('generation')}"
+                     + (f", baseline {best['baseline']})" if best.get("baseline") else ")") if best else "-"])
     if rows:
         blocks.append(("table", ["stage", "evaluations", "generations", "failed", "best fitness",
                                  "best found at"], rows))

@@ -78,6 +78,8 @@ def write_tiny_run(path: Path, model_dir: Path | None = None, *, benchmark: str 
         "search_fitness": best.fitness, "best_genome": best.genome, "recipe": recipe,
         "stages": {"ps": {"best_genome": best.genome, "search_fitness": best.fitness}},
         "evaluations": generations * popsize, "seed": 0, "sources": ["a", "b"],
+        "baselines": ["equal-weight"], "best_baseline": "equal-weight", "margin_over_best_baseline": 0.25,
+        "best_genome_on_bound": False, "genes_on_bound": [],
     }
     if model_dir is not None:
         shutil.copytree(model_dir, store.path / "model")
