@@ -13,6 +13,7 @@ stay as they are).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from evosuite import hookimpl
@@ -21,6 +22,8 @@ from evosuite.errors import ConfigError
 from evosuite.plugin_manager import get
 
 DEFAULT_RANGES = {"density": [0.0, 1.0], "weight": [0.0, 1.0]}
+#: How far inside (0, 1) DELLA's density +- epsilon is kept.
+DELLA_MARGIN = 1e-3
 
 
 class ParameterSpace(MergeSpace):
@@ -42,8 +45,7 @@ class ParameterSpace(MergeSpace):
             raise ConfigError(f"merge method {self.method.name!r} needs a base model",
                               "set base_model in the run configuration")
         self.parameters = self._searched_parameters()
-        self.ranges = {p: list(self.settings["ranges"].get(p, DEFAULT_RANGES.get(p, [0.0, 1.0])))
-                       for p in self.parameters}
+        self.ranges = {p: self._range(p) for p in self.parameters}
         self.global_params = self._global_params()
         self.num_layers = carrier.num_layers
         self.groups = self._layer_groups()
@@ -74,6 +76,25 @@ class ParameterSpace(MergeSpace):
             raise ConfigError(f"merge method {self.method.name!r} has no per-model parameters to search",
                               "choose a method such as dare_ties, ties, task_arithmetic or linear")
         return list(wanted)
+
+    def _range(self, name: str) -> list[float]:
+        if not isinstance(self.settings["ranges"], dict):
+            raise ConfigError("the ps space's ranges must be a mapping", "write ranges: {weight: [0.0, 1.0]}")
+        given = self.settings["ranges"].get(name)
+        if given is None:
+            low, high = DEFAULT_RANGES.get(name, [0.0, 1.0])
+            if name == "density" and "epsilon" in self.method.model_parameters and "epsilon" not in self.parameters:
+                # DELLA samples densities in density +- epsilon, which must stay inside (0, 1).
+                eps = float(self.method.model_parameters["epsilon"])
+                low, high = max(low, eps + DELLA_MARGIN), min(high, 1.0 - eps - DELLA_MARGIN)
+            return [low, high]
+        ok = (isinstance(given, (list, tuple)) and len(given) == 2
+              and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in given)
+              and given[0] <= given[1])
+        if not ok:
+            raise ConfigError(f"ranges.{name} is {given!r}, not [low, high]",
+                              f"give two numbers, low <= high, e.g. ranges: {{{name}: [0.0, 1.0]}}")
+        return [float(given[0]), float(given[1])]
 
     def _global_params(self) -> dict[str, Any]:
         given = dict(self.settings["method_options"])
@@ -125,9 +146,20 @@ class ParameterSpace(MergeSpace):
                 for p in self.parameters:
                     low, high = self.ranges[p]
                     params[p] = low + min(1.0, max(0.0, float(next(values)))) * (high - low)
-                per_source.append(params)
+                per_source.append(self._valid(params))
             decoded.append(per_source)
         return decoded
+
+    def _valid(self, params: dict[str, float]) -> dict[str, float]:
+        """Every genome must be a candidate: DELLA's density +- epsilon is kept inside (0, 1) whatever the ranges."""
+        if "epsilon" not in self.method.model_parameters or "density" not in params:
+            return params
+        eps = min(float(params.get("epsilon", self.method.model_parameters["epsilon"])), 0.5 - DELLA_MARGIN)
+        if "epsilon" in params:
+            params["epsilon"] = max(0.0, eps)
+        if params["density"] < 1.0:
+            params["density"] = min(max(params["density"], eps + DELLA_MARGIN), 1.0 - eps - DELLA_MARGIN)
+        return params
 
     def encode(self, per_source: list[dict[str, float]]) -> list[float]:
         """The genome that gives every group the same per-source values."""

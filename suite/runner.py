@@ -106,14 +106,29 @@ def run_experiment(config: RunConfig, run_dir: str | Path, reporter: Reporter, *
         store.set_status("running", resumed=True)
     try:
         summary = _execute(plan, store, reporter, save_model=save_model)
-    except KeyboardInterrupt:
-        store.set_status("interrupted", fix=f"evosuite resume {store.path}")
-        raise
-    except EvosuiteError as exc:
-        store.set_status("failed", error=str(exc))
+    except BaseException as exc:  # every way out leaves status.json true
+        _record_exit(store, exc)
         raise
     store.set_status("finished")
     return summary
+
+
+def _record_exit(store: RunStore, exc: BaseException) -> None:
+    from evosuite.errors import Terminated
+
+    resume_command = f"evosuite resume {store.path}"
+    if isinstance(exc, Terminated):
+        state, details = "terminated", {"error": "stopped by SIGTERM", "fix": resume_command}
+    elif isinstance(exc, KeyboardInterrupt):
+        state, details = "interrupted", {"fix": resume_command}
+    elif isinstance(exc, EvosuiteError):
+        state, details = "failed", {"error": str(exc)}
+    else:
+        state, details = "failed", {"error": f"{type(exc).__name__}: {exc}", "fix": resume_command}
+    try:
+        store.set_status(state, **details)
+    except OSError:  # the disk is full or gone: the original error is what matters
+        pass
 
 
 def _execute(plan: Plan, store: RunStore, reporter: Reporter, *, save_model: bool) -> dict[str, Any]:
@@ -161,19 +176,23 @@ def _execute(plan: Plan, store: RunStore, reporter: Reporter, *, save_model: boo
     test_items = benchmark.items(benchmark.test_split, limit=config.test_limit, seed=config.seed)
     builders = {name: _source_in_carrier(carrier, model) for name, model in models.items()}
     builders.update(results[plan.stages[0].label][0].references())
+    genomes: dict[str, list[float]] = {}
     for label, (space, best) in results.items():
         key = MERGED if len(results) == 1 else label
         builders[key] = (lambda s=space, b=best: s.candidate(b.genome))
+        genomes[key] = best.genome
     finals = store.finals()
     for name, build in builders.items():
-        if name in finals:
+        # A row is reused only if it scored this very model: a resume that searched on (a larger budget)
+        # scores its new best again instead of reporting the old one.
+        if name in finals and finals[name].get("genome") == genomes.get(name):
             continue
         reporter.message(f"scoring {name} on the test split")
         start = time.perf_counter()
         result = benchmark.evaluate(build(), benchmark.test_split, items=test_items,
                                     progress=reporter.item_progress)
         record = {"name": name, "score": result.score, "metrics": result.metrics,
-                  "seconds": time.perf_counter() - start}
+                  "seconds": time.perf_counter() - start, "genome": genomes.get(name)}
         store.log_final(record)
         finals[name] = record
     test_scores = {name: finals[name]["score"] for name in builders}
@@ -313,7 +332,11 @@ def _save_atomically(space, genome, out_dir: Path, summary: dict[str, Any], conf
 
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    space.export(genome, tmp, model_card=model_card(summary, config))
+    try:
+        space.export(genome, tmp, model_card=model_card(summary, config))
+    except BaseException:  # disk full, Ctrl-C, SIGTERM: leave no half-written model behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
 
