@@ -59,7 +59,11 @@ class Plan:
         pipeline_options = dict(config.space.options) if len(names) > 1 else {}
         self.partners = list(pipeline_options.pop("partners", None) or
                              [s.name for s in config.sources if s.name != config.carrier_name()])
-        budgets = dict(pipeline_options.pop("budgets", None) or {})
+        budgets = pipeline_options.pop("budgets", None) or {}
+        if not isinstance(budgets, dict) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                                                    for v in budgets.values()):
+            raise ConfigError(f"budgets {budgets!r} is not a mapping of stage names to evaluation counts",
+                              "write e.g. budgets: {ps: 40, dfs: 60}")
         if len(names) > 1:
             unknown = sorted(set(pipeline_options) - set(names))
             if unknown:
@@ -75,6 +79,10 @@ class Plan:
             check_options("merge space", name, options, cls.options)
             share = config.budget // len(names) + (config.budget % len(names) if k == len(names) - 1 else 0)
             self.stages.append(Stage("+".join(names[:k + 1]), cls, options, int(budgets.get(name, share))))
+        starved = next((stage for stage in self.stages if stage.budget < 1), None)
+        if starved is not None:
+            raise ConfigError(f"stage {starved.label!r} gets no evaluations of the budget {config.budget}",
+                              f"give a budget of at least {len(self.stages)}, or set budgets per stage")
         if self.stages[0].space_cls.needs_base and not config.base_model:
             raise ConfigError(f"merge space {names[0]!r} needs a base model",
                               "set base_model to the sources' common ancestor")

@@ -147,7 +147,7 @@ def resume(run_dir, threads, quiet, plain, no_save_model, make_report, workers, 
     quiet_library_progress()
     store = RunStore(run_dir)
     if not store.exists():
-        raise ConfigError(f"{run_dir!r} is not an evosuite run directory (no .evosuite-run marker)",
+        raise ConfigError(f"{run_dir!r} is not a run directory evosuite made (no .evosuite-run marker)",
                           "give the directory `evosuite run` made")
     config = config_from_store(store)
     if _check_changes(store, config, allowed_changes) is None:

@@ -31,13 +31,13 @@ def _summary(run_dir: Path) -> dict[str, Any]:
     return summary
 
 
-def _table_inputs(run_dir: Path) -> str:
+def _table_inputs(run_dir: Path, summary: dict[str, Any]) -> str:
     """What a run's source rows depend on: two runs share those rows only when this is equal."""
     try:
         config = RunStore(run_dir).config()
-    except (OSError, ConfigError):
-        return str(run_dir.resolve())  # unknown: never merged with another run's rows
-    keys = ("sources", "base_model", "benchmark", "test_limit", "seed", "dtype", "space")
+    except (OSError, ConfigError):  # a summary alone: its source names and seed are all there is to go by
+        config = {"sources": summary.get("sources"), "seed": summary.get("seed")}
+    keys = ("sources", "base_model", "benchmark", "test_limit", "seed", "dtype")
     return json.dumps({k: config.get(k) for k in keys}, sort_keys=True, default=str)
 
 
@@ -51,7 +51,7 @@ def comparison_rows(run_dirs: list[str | Path]) -> tuple[dict[str, Any], list[di
             raise ConfigError(f"{str(run_dir)!r} is scored on {summary['benchmark']}/{summary['split']}, not "
                               f"{first['benchmark']}/{first['split']}", "compare runs of one benchmark")
     metric = first["metric"]
-    inputs = {run_dir: _table_inputs(run_dir) for run_dir, _ in summaries}
+    inputs = {run_dir: _table_inputs(run_dir, summary) for run_dir, summary in summaries}
     versions: dict[str, set[str]] = {}
     for run_dir, summary in summaries:
         for name in summary["test_scores"]:
