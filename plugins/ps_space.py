@@ -151,12 +151,15 @@ class ParameterSpace(MergeSpace):
         return decoded
 
     def _valid(self, params: dict[str, float]) -> dict[str, float]:
-        """Every genome must be a candidate: DELLA's density +- epsilon is kept inside (0, 1) whatever the ranges."""
+        """Every genome must be a candidate: the method's unsearched per-model parameters take their defaults,
+        and DELLA's density +- epsilon is kept inside (0, 1) whatever the ranges."""
+        for name, default in self.method.model_parameters.items():
+            if name not in params and default is not REQUIRED:
+                params[name] = default
         if "epsilon" not in self.method.model_parameters or "density" not in params:
             return params
-        eps = min(float(params.get("epsilon", self.method.model_parameters["epsilon"])), 0.5 - DELLA_MARGIN)
-        if "epsilon" in params:
-            params["epsilon"] = max(0.0, eps)
+        eps = max(0.0, min(float(params["epsilon"]), 0.5 - DELLA_MARGIN))
+        params["epsilon"] = eps
         if params["density"] < 1.0:
             params["density"] = min(max(params["density"], eps + DELLA_MARGIN), 1.0 - eps - DELLA_MARGIN)
         return params
@@ -173,7 +176,7 @@ class ParameterSpace(MergeSpace):
 
     def candidate(self, genome) -> LoadedModel:
         decoded = self.decode(genome)
-        mean = [{p: sum(group[s][p] for group in decoded) / len(decoded) for p in self.parameters}
+        mean = [{p: sum(group[s][p] for group in decoded) / len(decoded) for p in decoded[0][s]}
                 for s in range(len(self.sources))]
 
         def params_for(name):
@@ -204,7 +207,7 @@ class ParameterSpace(MergeSpace):
             "seed": self.seed,
             "groups": [
                 {"layers": [members[0], members[-1]],
-                 "sources": {name: {p: round(v, 6) for p, v in params.items()}
+                 "sources": {name: {p: round(v, 6) for p, v in params.items() if p in self.parameters}
                              for name, params in zip(self.source_names, decoded[g])}}
                 for g, members in enumerate(self.groups)
             ],

@@ -334,6 +334,7 @@ def eval_command(models, benchmark_names, limit, subset_seed, config_path, adapt
 
     out, err = _console(quiet)
     check_outputs(output, table_path)
+    configure_threads(threads)
     config = _read_config(config_path)
     model_list = list(dict.fromkeys([*(config.get("models") or []), *models]))
     if not model_list:
@@ -354,7 +355,6 @@ def eval_command(models, benchmark_names, limit, subset_seed, config_path, adapt
         if not items[name]:
             raise DataError(f"benchmark {name!r} has no items to score", "check --limit and the data")
 
-    configure_threads(threads)
     records, skipped = [], []
     for model_name in model_list:
         err.print(f"loading model {model_name}")

@@ -31,14 +31,25 @@ def _summary(run_dir: Path) -> dict[str, Any]:
     return summary
 
 
-def _table_inputs(run_dir: Path, summary: dict[str, Any]) -> str:
-    """What a run's source rows depend on: two runs share those rows only when this is equal."""
+def _row_inputs(run_dir: Path, summary: dict[str, Any]) -> dict[str, str]:
+    """Row name -> what its score depends on: two runs share a row only when this is equal.
+
+    A source's row depends on that source's model (and the carrier it is scored in); a reference merge's
+    on every source; both on the benchmark settings.
+    """
     try:
         config = RunStore(run_dir).config()
     except (OSError, ConfigError):  # a summary alone: its source names and seed are all there is to go by
         config = {"sources": summary.get("sources"), "seed": summary.get("seed")}
-    keys = ("sources", "base_model", "benchmark", "test_limit", "seed", "dtype")
-    return json.dumps({k: config.get(k) for k in keys}, sort_keys=True, default=str)
+    common = {k: config.get(k) for k in ("base_model", "benchmark", "test_limit", "seed", "dtype")}
+    sources = [s for s in config.get("sources") or [] if isinstance(s, dict)]
+    carrier = next((s for s in sources if s.get("name") == config.get("carrier")), sources[-1] if sources else None)
+    keys = {name: json.dumps({**common, "all": config.get("sources")}, sort_keys=True, default=str)
+            for name in summary["test_scores"]}
+    for source in sources:
+        keys[str(source.get("name"))] = json.dumps({**common, "source": source, "carrier": carrier},
+                                                   sort_keys=True, default=str)
+    return keys
 
 
 def comparison_rows(run_dirs: list[str | Path]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -51,11 +62,11 @@ def comparison_rows(run_dirs: list[str | Path]) -> tuple[dict[str, Any], list[di
             raise ConfigError(f"{str(run_dir)!r} is scored on {summary['benchmark']}/{summary['split']}, not "
                               f"{first['benchmark']}/{first['split']}", "compare runs of one benchmark")
     metric = first["metric"]
-    inputs = {run_dir: _table_inputs(run_dir, summary) for run_dir, summary in summaries}
+    inputs = {run_dir: _row_inputs(run_dir, summary) for run_dir, summary in summaries}
     versions: dict[str, set[str]] = {}
     for run_dir, summary in summaries:
         for name in summary["test_scores"]:
-            versions.setdefault(name, set()).add(inputs[run_dir])
+            versions.setdefault(name, set()).add(inputs[run_dir][name])
     rows, shown = [], set()
     for run_dir, summary in summaries:
         stages = set(summary.get("stages", {}))
@@ -65,14 +76,15 @@ def comparison_rows(run_dirs: list[str | Path]) -> tuple[dict[str, Any], list[di
         # Sources and reference merges (equal-weight...) are the same in every run: show them once.
         # Sources under one name but of other models (or scored otherwise) in other runs: a row per run, named.
         key = inputs[run_dir]
-        shared = [n for n in summary["test_scores"] if n not in merges and n != "merged" and (n, key) not in shown]
+        shared = [n for n in summary["test_scores"]
+                  if n not in merges and n != "merged" and (n, key[n]) not in shown]
         for name in shared + merges:
             metrics = summary.get("test_metrics", {}).get(name, {})
             labelled = name in merges or len(versions[name]) > 1
             rows.append({"model": name, "run": run_dir.name if labelled else "",
                          "score": summary["test_scores"][name], "low": metrics.get(f"{metric}_low"),
                          "high": metrics.get(f"{metric}_high")})
-        shown.update((n, key) for n in shared)
+        shown.update((n, key[n]) for n in shared)
     return first, rows
 
 
