@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from evosuite.errors import ConfigError, EvosuiteError, ModelError
+from evosuite.errors import ConfigError, ModelError
 from evosuite.evolver import Evolver, TooManyFailures
 from evosuite.plugin_manager import get
 from evosuite.run_store import RunStore
