@@ -40,6 +40,7 @@ class ParameterSpace(MergeSpace):
 
     def __init__(self, sources, source_names, base, carrier, *, seed=0, **options):
         super().__init__(sources, source_names, base, carrier, seed=seed, **options)
+        self._check_option_types()
         self.method = get("methods", self.settings["method"])
         if self.method.requires_base and base is None:
             raise ConfigError(f"merge method {self.method.name!r} needs a base model",
@@ -59,6 +60,21 @@ class ParameterSpace(MergeSpace):
         self._group_of = {name: self._group_index(self._candidate.layer_index(name)) for name in self._out}
 
     # -- configuration -----------------------------------------------------------------------------
+    def _check_option_types(self) -> None:
+        wanted = self.settings["parameters"]
+        problems = [
+            ("method", not isinstance(self.settings["method"], str), "a merge method's name, e.g. dare_ties"),
+            ("parameters", wanted is not None and not (isinstance(wanted, list)
+                                                       and all(isinstance(p, str) for p in wanted)),
+             "a list of parameter names, e.g. [density, weight]"),
+            ("method_options", not isinstance(self.settings["method_options"], dict),
+             "a mapping, e.g. {normalize: true}"),
+            ("ranges", not isinstance(self.settings["ranges"], dict), "a mapping, e.g. {weight: [0.0, 1.0]}"),
+        ]
+        for key, wrong, expected in problems:
+            if wrong:
+                raise ConfigError(f"the ps space's option {key} is {self.settings[key]!r}", f"give {expected}")
+
     def _searched_parameters(self) -> list[str]:
         declared = self.method.model_parameters
         wanted = self.settings["parameters"]
@@ -78,8 +94,6 @@ class ParameterSpace(MergeSpace):
         return list(wanted)
 
     def _range(self, name: str) -> list[float]:
-        if not isinstance(self.settings["ranges"], dict):
-            raise ConfigError("the ps space's ranges must be a mapping", "write ranges: {weight: [0.0, 1.0]}")
         given = self.settings["ranges"].get(name)
         if given is None:
             low, high = DEFAULT_RANGES.get(name, [0.0, 1.0])
