@@ -234,20 +234,21 @@ class ClipAdapter(ModelAdapter):
             has_safe = any(directory.glob("*.safetensors"))
             if not has_safe and not allow_pickle:
                 raise ModelError(f"model {str(name_or_path)!r} has no safetensors weights",
-                                 "convert it to safetensors, or pass --allow-pickle if you trust its .bin files")
+                                 "convert it to safetensors, or if you trust its .bin files pass --allow-pickle "
+                                 "(eval) or set allow_pickle: true (run)")
             if not has_safe and not any(directory.glob("*.bin")) and not any(directory.glob("*.pth")):
                 raise ModelError(f"model {str(name_or_path)!r} has no weights", f"put {WEIGHTS_NAME} beside the config")
             chosen = _checkpoint_open_clip_picks(directory)
             if chosen is not None and chosen.suffix != ".safetensors" and not allow_pickle:
                 raise ModelError(f"open_clip would load the pickle file {chosen.name} of {str(name_or_path)!r}",
-                                 "remove the .bin/.pth files beside the safetensors, or pass --allow-pickle "
-                                 "if you trust them")
+                                 "remove the .bin/.pth files beside the safetensors, or if you trust them "
+                                 "pass --allow-pickle (eval) or set allow_pickle: true (run)")
             identifier = LOCAL_PREFIX + str(directory)
         else:
             if not allow_pickle and not _hub_has_safetensors(where):
                 raise ModelError(f"hub model {where!r} has no safetensors weights (or the hub cannot be reached)",
-                                 "use a repository with open_clip_model.safetensors, or pass --allow-pickle "
-                                 "if you trust its .bin files")
+                                 "use a repository with open_clip_model.safetensors, or if you trust its "
+                                 ".bin files pass --allow-pickle (eval) or set allow_pickle: true (run)")
             identifier = HUB_PREFIX + where
         try:
             from evosuite.runtime import quiet_library_progress

@@ -40,7 +40,7 @@ class ParameterSpace(MergeSpace):
 
     def __init__(self, sources, source_names, base, carrier, *, seed=0, **options):
         super().__init__(sources, source_names, base, carrier, seed=seed, **options)
-        self._check_option_types()
+        self.validate_options(self.settings)
         self.method = get("methods", self.settings["method"])
         if self.method.requires_base and base is None:
             raise ConfigError(f"merge method {self.method.name!r} needs a base model",
@@ -60,20 +60,25 @@ class ParameterSpace(MergeSpace):
         self._group_of = {name: self._group_index(self._candidate.layer_index(name)) for name in self._out}
 
     # -- configuration -----------------------------------------------------------------------------
-    def _check_option_types(self) -> None:
-        wanted = self.settings["parameters"]
+    @classmethod
+    def validate_options(cls, settings: dict[str, Any]) -> None:
+        """The checks that need no model: run before any model loads (``evosuite.runner.Plan``)."""
+        wanted = settings["parameters"]
         problems = [
-            ("method", not isinstance(self.settings["method"], str), "a merge method's name, e.g. dare_ties"),
+            ("method", not isinstance(settings["method"], str), "a merge method's name, e.g. dare_ties"),
             ("parameters", wanted is not None and not (isinstance(wanted, list)
                                                        and all(isinstance(p, str) for p in wanted)),
              "a list of parameter names, e.g. [density, weight]"),
-            ("method_options", not isinstance(self.settings["method_options"], dict),
+            ("method_options", not isinstance(settings["method_options"], dict),
              "a mapping, e.g. {normalize: true}"),
-            ("ranges", not isinstance(self.settings["ranges"], dict), "a mapping, e.g. {weight: [0.0, 1.0]}"),
+            ("ranges", not isinstance(settings["ranges"], dict), "a mapping, e.g. {weight: [0.0, 1.0]}"),
         ]
         for key, wrong, expected in problems:
             if wrong:
-                raise ConfigError(f"the ps space's option {key} is {self.settings[key]!r}", f"give {expected}")
+                raise ConfigError(f"the ps space's option {key} is {settings[key]!r}", f"give {expected}")
+        get("methods", settings["method"])  # an unknown method: "did you mean", before the models load
+        for name, given in settings["ranges"].items():
+            _check_range(name, given)
 
     def _searched_parameters(self) -> list[str]:
         declared = self.method.model_parameters
@@ -102,12 +107,7 @@ class ParameterSpace(MergeSpace):
                 eps = float(self.method.model_parameters["epsilon"])
                 low, high = max(low, eps + DELLA_MARGIN), min(high, 1.0 - eps - DELLA_MARGIN)
             return [low, high]
-        ok = (isinstance(given, (list, tuple)) and len(given) == 2
-              and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in given)
-              and given[0] <= given[1])
-        if not ok:
-            raise ConfigError(f"ranges.{name} is {given!r}, not [low, high]",
-                              f"give two numbers, low <= high, e.g. ranges: {{{name}: [0.0, 1.0]}}")
+        _check_range(name, given)
         return [float(given[0]), float(given[1])]
 
     def _global_params(self) -> dict[str, Any]:
@@ -226,6 +226,15 @@ class ParameterSpace(MergeSpace):
                 for g, members in enumerate(self.groups)
             ],
         }
+
+
+def _check_range(name: Any, given: Any) -> None:
+    ok = (isinstance(given, (list, tuple)) and len(given) == 2
+          and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in given)
+          and given[0] <= given[1])
+    if not ok:
+        raise ConfigError(f"ranges.{name} is {given!r}, not [low, high]",
+                          f"give two numbers, low <= high, e.g. ranges: {{{name}: [0.0, 1.0]}}")
 
 
 @hookimpl

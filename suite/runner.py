@@ -54,6 +54,7 @@ class Plan:
         self.benchmark = self.benchmark_cls(**config.benchmark.options)
         self.fitness = parse_fitness(config.fitness)  # cheaper fitness settings (evosuite.fitness)
         check_options("optimizer", config.optimizer.name, config.optimizer.options, self.optimizer_cls.options)
+        self.optimizer_cls(2, seed=config.seed, **config.optimizer.options)  # its option checks, before any work
         names = config.space.name.split("+")
         spaces = host.registry("spaces")
         pipeline_options = dict(config.space.options) if len(names) > 1 else {}
@@ -77,6 +78,8 @@ class Plan:
             cls = spaces.get(name)
             options = dict(pipeline_options.get(name) or {}) if len(names) > 1 else dict(config.space.options)
             check_options("merge space", name, options, cls.options)
+            if hasattr(cls, "validate_options"):  # a space's own checks that need no model
+                cls.validate_options({**cls.options, **options})
             share = config.budget // len(names) + (config.budget % len(names) if k == len(names) - 1 else 0)
             self.stages.append(Stage("+".join(names[:k + 1]), cls, options, int(budgets.get(name, share))))
         starved = next((stage for stage in self.stages if stage.budget < 1), None)

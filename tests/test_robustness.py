@@ -286,7 +286,12 @@ def test_an_unexpected_error_marks_the_run_failed(tiny_models, toy, tmp_path, ca
     assert status["state"] == "failed" and status["error"] == "RuntimeError: boom"
 
 
-def test_sigterm_marks_the_run_terminated_and_resume_finishes_it(tiny_models, toy_site, tmp_path, capsys):
+@pytest.mark.parametrize("signum, code, state, last_line", [
+    (signal.SIGTERM, 143, "terminated", "Terminated."),
+    (signal.SIGINT, 130, "interrupted", "Aborted."),
+])
+def test_a_signal_mid_run_leaves_a_true_status_and_resume_finishes(signum, code, state, last_line, tiny_models,
+                                                                   toy_site, tmp_path):
     config = write_config(tmp_path / "exp.yaml", toy_config(tiny_models, budget=16))
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(toy_site), "OMP_NUM_THREADS": "1"}
@@ -297,28 +302,24 @@ def test_sigterm_marks_the_run_terminated_and_resume_finishes_it(tiny_models, to
     deadline = time.time() + 120
     while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 5):
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143 and err.strip() == "Terminated."
+    assert proc.returncode == code and err.strip().splitlines()[-1] == last_line
     status = json.loads((run / "status.json").read_text())
-    assert status["state"] == "terminated" and status["fix"] == f"evosuite resume {run}"
+    assert status["state"] == state and status["fix"] == f"evosuite resume {run}"
     assert 5 <= len(log.read_text().splitlines()) < 16
+    assert not [p.name for p in run.iterdir() if ".tmp" in p.name]
 
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(toy_site), os.environ.get("PYTHONPATH", "")])
-    try:
-        resumed = subprocess.run([sys.executable, "-m", "evosuite", "resume", str(run), "--quiet",
-                                  "--no-save-model"], env={**os.environ, "OMP_NUM_THREADS": "1"},
-                                 capture_output=True, text=True, timeout=300)
-    finally:
-        os.environ["PYTHONPATH"] = os.environ["PYTHONPATH"].split(os.pathsep, 1)[1]
+    resumed = subprocess.run([sys.executable, "-m", "evosuite", "resume", str(run), "--quiet", "--no-save-model"],
+                             env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((run / "status.json").read_text())["state"] == "finished"
     assert len(log.read_text().splitlines()) == 16  # nothing evaluated twice
 
 
-def test_sigterm_during_merge_leaves_no_temporary_folder(tiny_models, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_merge_leaves_no_temporary_folder(signum, tiny_models, tmp_path):
     from evosuite.cli import _raise_terminated
-    from evosuite.errors import Terminated
     from evosuite.merge import merge_from_config
 
     recipe = {"merge_method": "linear", "models": [{"model": tiny_models["a"], "parameters": {"weight": 0.5}},
@@ -327,9 +328,9 @@ def test_sigterm_during_merge_leaves_no_temporary_folder(tiny_models, tmp_path):
     try:
         def terminate_midway(done, total):
             if done == 3:
-                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), signum)
 
-        with pytest.raises(Terminated):
+        with pytest.raises(KeyboardInterrupt):  # Terminated is one
             merge_from_config(recipe, tmp_path / "out", progress=terminate_midway)
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -427,10 +428,12 @@ def _bad_configs(models):
         ("starved", yaml.safe_dump({**good, "budget": 1, "space": "ps+dfs"}), "gets no evaluations"),
         ("ranges", yaml.safe_dump({**good, "space": {"name": "ps", "options": {"ranges": {"weight": [1]}}}}),
          "ranges.weight"),
+        ("method", yaml.safe_dump({**good, "space": {"name": "ps", "options": {"method": "tiez"}}}),
+         "did you mean 'ties'"),
     ]
 
 
-@pytest.mark.parametrize("case", range(11))
+@pytest.mark.parametrize("case", range(12))
 def test_bad_run_configs_are_one_line(case, tiny_models, toy, tmp_path, capsys):
     name, text, message = _bad_configs(tiny_models)[case]
     path = tmp_path / f"{name}.yaml"
@@ -440,6 +443,7 @@ def test_bad_run_configs_are_one_line(case, tiny_models, toy, tmp_path, capsys):
         path.write_text(text)
     code, _, err = cli(capsys, "run", "--config", path, "--run-dir", tmp_path / "run", "--quiet")
     assert one_error_line(code, err) and message in err, err
+    assert not (tmp_path / "run").exists()  # found before any work: no run directory, no model loaded
 
 
 @pytest.mark.parametrize("change, message", [
@@ -525,3 +529,39 @@ def test_every_della_genome_is_a_candidate(tiny_models):
             candidate = space.candidate(genome)
             assert all(math.isfinite(float(t.abs().sum())) for t in candidate.mergeable_parameters().values())
 
+
+
+# -- 14. misleading or late messages ---------------------------------------------------------------
+def test_a_missing_local_model_path_is_named_as_a_path(tmp_path):
+    from evosuite.models import load_model
+
+    with pytest.raises(ModelError, match="model path .* does not exist"):
+        load_model(str(tmp_path / "no" / "such-model"))
+
+
+def test_the_pickle_error_names_the_run_setting_too(tmp_path):
+    import torch
+
+    from evosuite.models import load_model
+
+    folder = write_llm(tmp_path / "pickled")
+    for weights in folder.glob("*.safetensors"):
+        weights.unlink()
+    torch.save({}, folder / "pytorch_model.bin")
+    with pytest.raises(ModelError) as info:
+        load_model(str(folder))
+    assert "--allow-pickle (eval)" in str(info.value) and "allow_pickle: true (run)" in str(info.value)
+
+
+def test_load_plugins_naming_nothing_installed_is_said(monkeypatch, capsys):
+    from evosuite import plugin_manager
+    from evosuite.errors import PluginError
+
+    monkeypatch.setenv("EVOSUITE_LOAD_PLUGINS", "nonexistent")
+    plugin_manager.reset_host()
+    plugin_manager.get_host()
+    assert "EVOSUITE_LOAD_PLUGINS names 'nonexistent'" in capsys.readouterr().err
+    monkeypatch.setenv("EVOSUITE_STRICT_PLUGINS", "1")
+    plugin_manager.reset_host()
+    with pytest.raises(PluginError, match="nonexistent"):
+        plugin_manager.get_host()
