@@ -565,3 +565,20 @@ def test_load_plugins_naming_nothing_installed_is_said(monkeypatch, capsys):
     plugin_manager.reset_host()
     with pytest.raises(PluginError, match="nonexistent"):
         plugin_manager.get_host()
+
+
+@pytest.mark.parametrize("layout", ["parquet", "save_to_disk"])
+def test_a_corrupt_local_dataset_is_one_line(layout, tmp_path):
+    from evosuite.errors import DataError
+
+    root = tmp_path / "data"
+    if layout == "parquet":
+        (root / "data").mkdir(parents=True)
+        (root / "data" / "test-00000-of-00001.parquet").write_bytes(b"PAR1 this is not parquet")
+    else:
+        root.mkdir()
+        (root / "dataset_dict.json").write_text('{"splits": ["te')
+    bench = get("benchmarks", "mgsm-ja")(data_dir=str(root))
+    with pytest.raises(DataError) as info:
+        bench.items("test")
+    assert "cannot read" in str(info.value) and "\n" not in str(info.value)
