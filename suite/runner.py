@@ -16,7 +16,7 @@ from typing import Any
 from evosuite import __version__
 from evosuite.api import check_options
 from evosuite.config import RunConfig, parse_config
-from evosuite.errors import ConfigError, EvosuiteError
+from evosuite.errors import ConfigError, DataError, EvosuiteError
 from evosuite.evolver import Evolver
 from evosuite.fitness import parse_fitness
 from evosuite.models import check_mergeable, load_model
@@ -144,6 +144,12 @@ def _record_exit(store: RunStore, exc: BaseException) -> None:
 
 def _execute(plan: Plan, store: RunStore, reporter: Reporter, *, save_model: bool) -> dict[str, Any]:
     config, benchmark = plan.config, plan.benchmark
+    # The data first: a missing or empty data set fails before minutes of model loading.
+    search_items = benchmark.items(benchmark.search_split, limit=config.search_limit, seed=config.seed)
+    test_items = benchmark.items(benchmark.test_split, limit=config.test_limit, seed=config.seed)
+    if not search_items or not test_items:
+        raise DataError(f"benchmark {benchmark.name!r} has no items to score",
+                        "check its data (--data-dir, the benchmark's options) and search_limit / test_limit")
     reporter.stage("loading models")
     models, base = _load_models(config, reporter)
     carrier = models[config.carrier_name()]
@@ -151,7 +157,6 @@ def _execute(plan: Plan, store: RunStore, reporter: Reporter, *, save_model: boo
         raise ConfigError(f"benchmark {benchmark.name!r} takes {benchmark.modality} models but the carrier "
                           f"{config.carrier_name()!r} is {carrier.modality}",
                           "set carrier to a source of the benchmark's kind (for images: the VLM source)")
-    search_items = benchmark.items(benchmark.search_split, limit=config.search_limit, seed=config.seed)
 
     results: dict[str, tuple[Any, Any]] = {}  # stage label -> (space, best evaluation)
     evaluations = 0
@@ -184,7 +189,6 @@ def _execute(plan: Plan, store: RunStore, reporter: Reporter, *, save_model: boo
     # The held-out table: each source as it is (in the carrier, so a text LM sees through the VLM's vision
     # tower on an image task), the first space's references, and each stage's best merge.
     reporter.stage(f"held-out table on {benchmark.name}/{benchmark.test_split}")
-    test_items = benchmark.items(benchmark.test_split, limit=config.test_limit, seed=config.seed)
     builders = {name: _source_in_carrier(carrier, model) for name, model in models.items()}
     builders.update(results[plan.stages[0].label][0].references())
     genomes: dict[str, list[float]] = {}

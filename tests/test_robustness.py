@@ -582,3 +582,33 @@ def test_a_corrupt_local_dataset_is_one_line(layout, tmp_path):
     with pytest.raises(DataError) as info:
         bench.items("test")
     assert "cannot read" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_an_empty_data_set_fails_before_the_models_load(tiny_models, toy, tmp_path, capsys, monkeypatch):
+    import evosuite.runner
+
+    monkeypatch.setattr(evosuite.runner, "_load_models", lambda *a: pytest.fail("models must not load"))
+    config = write_config(tmp_path / "exp.yaml", toy_config(tiny_models, benchmark={"name": "toy-echo",
+                                                                                    "options": {"items": 0}}))
+    code, _, err = cli(capsys, "run", "--config", config, "--run-dir", tmp_path / "run", "--quiet")
+    assert one_error_line(code, err) and "no items to score" in err
+    assert RunStore(tmp_path / "run").status()["state"] == "failed"
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_is_refused_up_front(tiny_models, toy, tmp_path, capsys):
+    config = write_config(tmp_path / "exp.yaml", toy_config(tiny_models, device="cuda"))
+    code, _, err = cli(capsys, "run", "--config", config, "--run-dir", tmp_path / "run", "--quiet")
+    assert one_error_line(code, err) and "no CUDA GPU" in err and not (tmp_path / "run").exists()
+
+
+def test_an_unwritable_run_directory_is_one_line(tiny_models, toy, tmp_path, capsys, monkeypatch):
+    import evosuite.run_store
+
+    def read_only(path, text):  # what a read-only folder does (tests run as root, which ignores modes)
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    monkeypatch.setattr(evosuite.run_store, "atomic_write_text", read_only)
+    config = write_config(tmp_path / "exp.yaml", toy_config(tiny_models))
+    code, _, err = cli(capsys, "run", "--config", config, "--run-dir", tmp_path / "run", "--quiet")
+    assert one_error_line(code, err) and "Permission denied" in err and "config.yaml" in err
