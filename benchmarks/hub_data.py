@@ -69,7 +69,11 @@ def _load_local(root: Path, split: str, config: str | None):
     saved = [p for p in ([root / config] if config else []) + [root] if
              (p / "dataset_dict.json").is_file() or (p / "state.json").is_file()]
     if saved:
-        loaded = datasets.load_from_disk(str(saved[0]))
+        try:
+            loaded = datasets.load_from_disk(str(saved[0]))
+        except Exception as exc:  # noqa: BLE001 - a damaged copy: one line naming it
+            raise DataError(f"cannot read the dataset saved in {str(saved[0])!r}: {_first_line(exc)}",
+                            "write it again with save_to_disk, or give the hub's parquet files") from None
         if isinstance(loaded, datasets.DatasetDict):
             if split not in loaded:
                 raise DataError(f"the dataset saved in {str(saved[0])!r} has no split {split!r}",
@@ -82,7 +86,12 @@ def _load_local(root: Path, split: str, config: str | None):
         raise DataError(f"no {split!r} split in {str(root)!r}",
                         f"give a directory written by save_to_disk, or the dataset's data files as laid out "
                         f"on the hub ({layouts})")
-    return datasets.load_dataset(BUILDERS[files[0].suffix], data_files={split: [str(f) for f in files]}, split=split)
+    try:
+        return datasets.load_dataset(BUILDERS[files[0].suffix], data_files={split: [str(f) for f in files]},
+                                     split=split)
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: one line naming the folder
+        raise DataError(f"cannot read the data files of split {split!r} in {str(root)!r}: {_first_line(exc)}",
+                        "download them again (they may be truncated)") from None
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

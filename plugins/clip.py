@@ -234,11 +234,21 @@ class ClipAdapter(ModelAdapter):
             has_safe = any(directory.glob("*.safetensors"))
             if not has_safe and not allow_pickle:
                 raise ModelError(f"model {str(name_or_path)!r} has no safetensors weights",
-                                 "convert it to safetensors, or pass --allow-pickle if you trust its .bin files")
+                                 "convert it to safetensors, or if you trust its .bin files pass --allow-pickle "
+                                 "(eval) or set allow_pickle: true (run)")
             if not has_safe and not any(directory.glob("*.bin")) and not any(directory.glob("*.pth")):
                 raise ModelError(f"model {str(name_or_path)!r} has no weights", f"put {WEIGHTS_NAME} beside the config")
+            chosen = _checkpoint_open_clip_picks(directory)
+            if chosen is not None and chosen.suffix != ".safetensors" and not allow_pickle:
+                raise ModelError(f"open_clip would load the pickle file {chosen.name} of {str(name_or_path)!r}",
+                                 "remove the .bin/.pth files beside the safetensors, or if you trust them "
+                                 "pass --allow-pickle (eval) or set allow_pickle: true (run)")
             identifier = LOCAL_PREFIX + str(directory)
         else:
+            if not allow_pickle and not _hub_has_safetensors(where):
+                raise ModelError(f"hub model {where!r} has no safetensors weights (or the hub cannot be reached)",
+                                 "use a repository with open_clip_model.safetensors, or if you trust its "
+                                 ".bin files pass --allow-pickle (eval) or set allow_pickle: true (run)")
             identifier = HUB_PREFIX + where
         try:
             from evosuite.runtime import quiet_library_progress
@@ -255,6 +265,37 @@ class ClipAdapter(ModelAdapter):
         module = module.to(device=device, dtype=torch_dtype).eval()
         return ClipModel(module, name_or_path=str(name_or_path), config=config, preprocess=preprocess,
                          tokenizer=tokenizer)
+
+
+#: The weights open_clip looks for first, in its order of preference.
+_OPENCLIP_PREFERRED = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors",
+                       "open_clip_pytorch_model.bin", "open_clip_pytorch_model.pth", "model.safetensors",
+                       "pytorch_model.bin", "pytorch_model.pth", "model.pth")
+
+
+def _checkpoint_open_clip_picks(directory: Path) -> Path | None:
+    """The weights file open_clip's ``local-dir:`` loading chooses (it may prefer a .bin to model.safetensors)."""
+    found = [p for pattern in ("*.safetensors", "*.bin", "*.pth") for p in directory.glob(pattern)]
+    preferred = sorted((p for p in found if p.name in _OPENCLIP_PREFERRED),
+                       key=lambda p: _OPENCLIP_PREFERRED.index(p.name))
+    if preferred:
+        return preferred[0]
+    found.sort()
+    found.sort(key=lambda p: p.suffix == ".safetensors", reverse=True)
+    return found[0] if found else None
+
+
+def _hub_has_safetensors(repo: str) -> bool:
+    """open_clip takes a hub repo's safetensors when there is one and falls back to its pickle file."""
+    from huggingface_hub import hf_hub_download
+
+    for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors"):
+        try:
+            hf_hub_download(repo, name)
+            return True
+        except Exception:  # noqa: BLE001 - missing file, missing repo or offline: all mean "not known safe"
+            continue
+    return False
 
 
 def _hub_config(repo: str) -> dict[str, Any]:

@@ -41,7 +41,14 @@ def read_config(name_or_path: str, *, trust_remote_code: bool = False) -> dict[s
     """``config.json`` of a local directory or hub id, as a dict."""
     local = Path(name_or_path) / "config.json"
     if local.is_file():
-        return json.loads(local.read_text())
+        try:
+            return json.loads(local.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise ModelError(f"{str(local)!r} is not valid JSON", "re-save the model's config.json") from None
+    text = str(name_or_path)
+    if not Path(text).exists() and (text.startswith(("/", ".", "~")) or text.count("/") > 1 or "\\" in text):
+        # A path, not a hub id (org/name): say so rather than pass on the hub's "Repo id must be..."
+        raise ModelError(f"model path {text!r} does not exist", "check the path")
     from transformers import AutoConfig
 
     try:
@@ -82,7 +89,8 @@ def from_pretrained(auto_class, name_or_path: str, *, dtype: str, device: str, t
         message = _first_line(exc)
         if not allow_pickle and "safetensors" in message.lower():
             raise ModelError(f"model {name_or_path!r} has no safetensors weights",
-                             "convert it to safetensors, or pass --allow-pickle if you trust its .bin files") from None
+                             "convert it to safetensors, or if you trust its .bin files pass --allow-pickle (eval) "
+                             "or set allow_pickle: true (run)") from None
         raise ModelError(f"cannot load model {name_or_path!r}: {message}",
                          "check the path or hub id; this machine may be offline") from None
     return module.to(device).eval()

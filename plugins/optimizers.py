@@ -14,11 +14,21 @@ import numpy as np
 
 from evosuite import hookimpl
 from evosuite.api import Optimizer
+from evosuite.errors import ConfigError
 
 
 def default_popsize(dimension: int) -> int:
     """CMA-ES's default population, 4 + floor(3 ln n), as in the paper."""
     return 4 + int(3 * math.log(max(dimension, 1)))
+
+
+def _popsize(given, dimension: int, least: int) -> int:
+    """The popsize option, or the default when it is not given (never a silent stand-in for a bad value)."""
+    if given is None:
+        return default_popsize(dimension)
+    if not isinstance(given, int) or isinstance(given, bool) or given < least:
+        raise ConfigError(f"optimizer option popsize is {given!r}", f"give an integer >= {least}, or leave it out")
+    return given
 
 
 class CMAES(Optimizer):
@@ -35,7 +45,10 @@ class CMAES(Optimizer):
             import cma
 
         rng = np.random.RandomState(seed)
-        popsize = self.settings["popsize"] or default_popsize(dimension)
+        popsize = _popsize(self.settings["popsize"], dimension, 2)
+        sigma0 = self.settings["sigma0"]
+        if not isinstance(sigma0, (int, float)) or isinstance(sigma0, bool) or not 0 < sigma0 < math.inf:
+            raise ConfigError(f"optimizer option sigma0 is {sigma0!r}", "give a positive number, e.g. 0.1667")
         cma_options = {
             "popsize": popsize,
             "bounds": [0.0, 1.0],
@@ -88,7 +101,7 @@ class RandomSearch(Optimizer):
     def __init__(self, dimension, *, seed, x0=None, **options):
         super().__init__(dimension, seed=seed, x0=x0, **options)
         self._rng = np.random.RandomState(seed)
-        self._popsize = self.settings["popsize"] or default_popsize(dimension)
+        self._popsize = _popsize(self.settings["popsize"], dimension, 1)
         self._first = True
 
     @property

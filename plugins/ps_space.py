@@ -16,6 +16,7 @@ Fixed recipes (``evosuite.plugins.recipes``): ``references`` builds the run's ba
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from evosuite import hookimpl
@@ -27,6 +28,8 @@ from evosuite.plugins.recipes import global_params, per_source_params, resolve_b
 #: Default ranges of the searched values: a weight of 1 (the hand recipes' task arithmetic, TIES...) sits in the
 #: middle, with room beyond; a density cannot leave [0, 1].
 DEFAULT_RANGES = {"density": [0.0, 1.0], "weight": [0.0, 2.0]}
+#: How far inside (0, 1) DELLA's density +- epsilon is kept.
+DELLA_MARGIN = 1e-3
 
 
 class ParameterSpace(MergeSpace):
@@ -46,13 +49,13 @@ class ParameterSpace(MergeSpace):
 
     def __init__(self, sources, source_names, base, carrier, *, seed=0, **options):
         super().__init__(sources, source_names, base, carrier, seed=seed, **options)
+        self.validate_options(self.settings)
         self.method = get("methods", self.settings["method"])
         if self.method.requires_base and base is None:
             raise ConfigError(f"merge method {self.method.name!r} needs a base model",
                               "set base_model in the run configuration")
         self.parameters = self._searched_parameters()
-        self.ranges = {p: list(self.settings["ranges"].get(p, DEFAULT_RANGES.get(p, [0.0, 1.0])))
-                       for p in self.parameters}
+        self.ranges = {p: self._range(p) for p in self.parameters}
         self.global_params = self._global_params()
         self.num_layers = carrier.num_layers
         self.groups = self._layer_groups()
@@ -68,6 +71,26 @@ class ParameterSpace(MergeSpace):
         self._group_of = {name: self._group_index(self._candidate.layer_index(name)) for name in self._out}
 
     # -- configuration -----------------------------------------------------------------------------
+    @classmethod
+    def validate_options(cls, settings: dict[str, Any]) -> None:
+        """The checks that need no model: run before any model loads (``evosuite.runner.Plan``)."""
+        wanted = settings["parameters"]
+        problems = [
+            ("method", not isinstance(settings["method"], str), "a merge method's name, e.g. dare_ties"),
+            ("parameters", wanted is not None and not (isinstance(wanted, list)
+                                                       and all(isinstance(p, str) for p in wanted)),
+             "a list of parameter names, e.g. [density, weight]"),
+            ("method_options", not isinstance(settings["method_options"], dict),
+             "a mapping, e.g. {normalize: true}"),
+            ("ranges", not isinstance(settings["ranges"], dict), "a mapping, e.g. {weight: [0.0, 1.0]}"),
+        ]
+        for key, wrong, expected in problems:
+            if wrong:
+                raise ConfigError(f"the ps space's option {key} is {settings[key]!r}", f"give {expected}")
+        get("methods", settings["method"])  # an unknown method: "did you mean", before the models load
+        for name, given in settings["ranges"].items():
+            _check_range(name, given)
+
     def _searched_parameters(self) -> list[str]:
         declared = self.method.model_parameters
         wanted = self.settings["parameters"]
@@ -85,6 +108,18 @@ class ParameterSpace(MergeSpace):
             raise ConfigError(f"merge method {self.method.name!r} has no per-model parameters to search",
                               "choose a method such as dare_ties, ties, task_arithmetic or linear")
         return list(wanted)
+
+    def _range(self, name: str) -> list[float]:
+        given = self.settings["ranges"].get(name)
+        if given is None:
+            low, high = DEFAULT_RANGES.get(name, [0.0, 1.0])
+            if name == "density" and "epsilon" in self.method.model_parameters and "epsilon" not in self.parameters:
+                # DELLA samples densities in density +- epsilon, which must stay inside (0, 1).
+                eps = float(self.method.model_parameters["epsilon"])
+                low, high = max(low, eps + DELLA_MARGIN), min(high, 1.0 - eps - DELLA_MARGIN)
+            return [low, high]
+        _check_range(name, given)
+        return [float(given[0]), float(given[1])]
 
     def _global_params(self) -> dict[str, Any]:
         given = dict(self.settings["method_options"])
@@ -136,9 +171,23 @@ class ParameterSpace(MergeSpace):
                 for p in self.parameters:
                     low, high = self.ranges[p]
                     params[p] = low + min(1.0, max(0.0, float(next(values)))) * (high - low)
-                per_source.append(params)
+                per_source.append(self._valid(params))
             decoded.append(per_source)
         return decoded
+
+    def _valid(self, params: dict[str, float]) -> dict[str, float]:
+        """Every genome must be a candidate: the method's unsearched per-model parameters take their defaults,
+        and DELLA's density +- epsilon is kept inside (0, 1) whatever the ranges."""
+        for name, default in self.method.model_parameters.items():
+            if name not in params and default is not REQUIRED:
+                params[name] = default
+        if "epsilon" not in self.method.model_parameters or "density" not in params:
+            return params
+        eps = max(0.0, min(float(params["epsilon"]), 0.5 - DELLA_MARGIN))
+        params["epsilon"] = eps
+        if params["density"] < 1.0:
+            params["density"] = min(max(params["density"], eps + DELLA_MARGIN), 1.0 - eps - DELLA_MARGIN)
+        return params
 
     def encode(self, per_source: list[dict[str, float]]) -> list[float]:
         """The genome that gives every group the same per-source values."""
@@ -152,7 +201,7 @@ class ParameterSpace(MergeSpace):
 
     def candidate(self, genome) -> LoadedModel:
         decoded = self.decode(genome)
-        mean = [{p: sum(group[s][p] for group in decoded) / len(decoded) for p in self.parameters}
+        mean = [{p: sum(group[s][p] for group in decoded) / len(decoded) for p in decoded[0][s]}
                 for s in range(len(self.sources))]
 
         def params_for(name):
@@ -228,11 +277,20 @@ class ParameterSpace(MergeSpace):
             "seed": self.seed,
             "groups": [
                 {"layers": [members[0], members[-1]],
-                 "sources": {name: {p: round(v, 6) for p, v in params.items()}
+                 "sources": {name: {p: round(v, 6) for p, v in params.items() if p in self.parameters}
                              for name, params in zip(self.source_names, decoded[g])}}
                 for g, members in enumerate(self.groups)
             ],
         }
+
+
+def _check_range(name: Any, given: Any) -> None:
+    ok = (isinstance(given, (list, tuple)) and len(given) == 2
+          and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in given)
+          and given[0] <= given[1])
+    if not ok:
+        raise ConfigError(f"ranges.{name} is {given!r}, not [low, high]",
+                          f"give two numbers, low <= high, e.g. ranges: {{{name}: [0.0, 1.0]}}")
 
 
 @hookimpl

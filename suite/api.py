@@ -24,6 +24,18 @@ def check_options(kind: str, name: str, given: Mapping[str, Any], valid: Mapping
             f"unknown option {unknown[0]!r} for {kind} {name!r}",
             f"valid options: {', '.join(sorted(valid)) or 'none'}",
         )
+    for key, value in given.items():
+        # Where the default is a number or a flag, a value of another type can only fail later, mid-run.
+        default = valid[key]
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, (int, float)):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        else:
+            continue
+        if not ok:
+            raise ConfigError(f"option {key!r} of {kind} {name!r} is {value!r}",
+                              f"give a {'true/false flag' if isinstance(default, bool) else 'number'}")
 
 #: What a model takes and a benchmark needs: text prompts, images with text prompts (VLMs), or images to
 #: classify against class texts (CLIP-style models).

@@ -7,12 +7,14 @@ Known failures (``EvosuiteError``) print one line, ``Error: <what> (<how to fix>
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 
 import click
 
 from evosuite import __version__
-from evosuite.errors import EvosuiteError
+from evosuite.errors import EvosuiteError, Terminated
 from evosuite.plugin_manager import get_host
 
 
@@ -66,8 +68,15 @@ def _load_builtin_commands() -> None:
     from evosuite import commands  # noqa: F401
 
 
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM unwinds like Ctrl-C: temporary folders are removed and status.json says "terminated".
+        signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         _load_builtin_commands()
         _add_plugin_commands()
@@ -77,10 +86,21 @@ def main(argv: list[str] | None = None) -> None:
             raise
         click.echo(f"Error: {exc}", err=True)
         sys.exit(2)
+    except OSError as exc:  # the disk, not the input: full, read-only, or a path that cannot be made
+        if debug:
+            raise
+        click.echo(f"Error: {_os_error_line(exc)}", err=True)
+        sys.exit(2)
+    except Terminated:
+        click.echo("Terminated.", err=True)
+        sys.exit(143)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:  # click turns KeyboardInterrupt (and so SIGTERM) into Abort
+        if isinstance(exc.__cause__, Terminated):
+            click.echo("Terminated.", err=True)
+            sys.exit(143)
         click.echo("Aborted.", err=True)
         sys.exit(130)
     except click.ClickException as exc:
@@ -88,3 +108,16 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+
+
+def _os_error_line(exc: OSError) -> str:
+    import errno
+
+    where = f": {exc.filename}" if exc.filename else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free some space, then retry; a stopped run continues with `evosuite resume RUN_DIR`"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "make the folder writable or choose another one"
+    else:
+        fix = "check the path and the disk"
+    return f"{exc.strerror or exc}{where} ({fix})"

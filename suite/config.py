@@ -152,6 +152,13 @@ def parse_config(data: Mapping[str, Any]) -> RunConfig:
         raise ConfigError(f"carrier {config.carrier!r} is not one of the sources", f"choose one of {', '.join(names)}")
     if config.budget < 1:
         raise ConfigError("budget must be at least 1", "give the number of candidate evaluations")
+    for key in ("seed", "max_consecutive_failures", "batch_size", "search_limit", "test_limit"):
+        value, least = getattr(config, key), 0 if key == "seed" else 1
+        if value is not None and value < least:
+            raise ConfigError(f"{key} is {value}, below {least}", f"give {key} as an integer >= {least}")
+    if config.seed >= 2**32:
+        raise ConfigError(f"seed {config.seed} is too large", "give a seed below 2**32")
+    _check_device(config.device)
     if config.workers < 1:
         raise ConfigError("workers must be at least 1", "give the number of evaluation workers (1: in-process)")
     from evosuite.fitness import parse_fitness
@@ -166,7 +173,21 @@ def load_config(path: str | Path) -> RunConfig:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} does not exist", "check the path") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text", "save it as UTF-8") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {str(exc).splitlines()[0]}",
                           "fix the YAML syntax") from None
     return parse_config(data or {})
+
+
+def _check_device(device: str) -> None:
+    """A device torch knows and this machine has: found now, not after the models load."""
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"device {device!r} is not a torch device", "use cpu, cuda or cuda:N") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} is set but this machine has no CUDA GPU", "use device: cpu")

@@ -33,3 +33,7 @@ class ModelError(EvosuiteError):
 
 class DataError(EvosuiteError):
     """A benchmark's data cannot be found or read."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: raised in the main thread so that cleanup runs as it does for Ctrl-C."""

@@ -3,7 +3,8 @@
 It knows nothing about models or benchmarks: it sees genomes, a function that scores one, and an
 optimizer. Resuming replays the logged history: the optimizer is rebuilt from its seed and asked again,
 and every genome already logged gets its logged fitness instead of a new evaluation, so a resumed run
-ends exactly where an uninterrupted one would.
+ends exactly where an uninterrupted one would. Logged failures are evaluated again (the user may have
+fixed their cause), so a run stopped by too many failures can be resumed.
 """
 
 from __future__ import annotations
@@ -153,16 +154,16 @@ class Evolver:
         pending = []
         for index, genome in enumerate(genomes[:take]):
             record = logged.get((generation, index))
-            if record is not None and _same_genome(record["genome"], genome):
-                extra = {k: v for k, v in record.items() if k not in _RECORD_KEYS}
-                ready[index] = Evaluation(self.stage, generation, index, genome,
-                                          -math.inf if record["fitness"] is None else record["fitness"],
-                                          record["seconds"], record["error"], replayed=True, extra=extra)
-            elif record is not None:
+            if record is not None and not _same_genome(record["genome"], genome):
                 raise EvosuiteError(
                     f"the run directory's log differs from what the optimizer asks at generation {generation}",
                     "resume with the same configuration and evosuite version, or start a new run directory",
                 )
+            if record is not None and record["error"] is None:
+                extra = {k: v for k, v in record.items() if k not in _RECORD_KEYS}
+                ready[index] = Evaluation(self.stage, generation, index, genome, record["fitness"],
+                                          record["seconds"], None, replayed=True, extra=extra)
+            # A logged failure is tried again: its cause (memory, a bug) may have been fixed since.
             elif (hit := self._cache.get(_cache_key(genome, context))) is not None:
                 ready[index] = Evaluation(self.stage, generation, index, genome, hit.fitness, 0.0, None,
                                           extra={**{k: v for k, v in hit.extra.items() if k != "baseline"},

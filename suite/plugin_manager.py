@@ -68,7 +68,12 @@ class Host:
     def load_entry_points(self) -> None:
         wanted = os.environ.get("EVOSUITE_LOAD_PLUGINS")
         wanted_names = None if wanted is None else {n.strip() for n in wanted.split(",") if n.strip()}
-        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        entry_points = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+        if wanted_names:
+            known = {ep.name for ep in entry_points} | {ep.dist.name for ep in entry_points if ep.dist}
+            for name in sorted(wanted_names - known):
+                self.warn(f"EVOSUITE_LOAD_PLUGINS names {name!r}, which is not an installed plugin")
+        for ep in entry_points:
             dist = ep.dist.name if ep.dist else "?"
             version = ep.dist.version if ep.dist else "?"
             builtin = dist == BUILTIN_DISTRIBUTION

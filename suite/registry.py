@@ -27,6 +27,8 @@ class Registry:
         self._entries[name] = (obj, plugin)
 
     def get(self, name: str) -> Any:
+        if not isinstance(name, str):
+            raise PluginError(f"{self.kind} {name!r} is not a name", f"give the {self.kind}'s name as a string")
         if name in self._entries:
             return self._entries[name][0]
         available = sorted(self._entries)

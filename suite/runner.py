@@ -17,7 +17,7 @@ from evosuite import __version__
 from evosuite.api import check_options
 from evosuite.baselines import baseline_summary, bound_check, bound_summary, warm_start_from_baselines
 from evosuite.config import RunConfig, parse_config
-from evosuite.errors import ConfigError, EvosuiteError
+from evosuite.errors import ConfigError, DataError, EvosuiteError
 from evosuite.evolver import Evolver
 from evosuite.fitness import parse_fitness
 from evosuite.models import check_mergeable, config_differences, load_model
@@ -60,13 +60,21 @@ class Plan:
         self.benchmark = self.benchmark_cls(**config.benchmark.options)
         self.fitness = parse_fitness(config.fitness)  # cheaper fitness settings (evosuite.fitness)
         check_options("optimizer", config.optimizer.name, config.optimizer.options, self.optimizer_cls.options)
+        self.optimizer_cls(2, seed=config.seed, **config.optimizer.options)  # its option checks, before any work
         names = config.space.name.split("+")
         spaces = host.registry("spaces")
         pipeline_options = dict(config.space.options) if len(names) > 1 else {}
         self.partners = list(pipeline_options.pop("partners", None) or
                              [s.name for s in config.sources if s.name != config.carrier_name()])
-        budgets = dict(pipeline_options.pop("budgets", None) or {})
-        stage_optimizers = dict(pipeline_options.pop("optimizers", None) or {})
+        budgets = pipeline_options.pop("budgets", None) or {}
+        if not isinstance(budgets, dict) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                                                    for v in budgets.values()):
+            raise ConfigError(f"budgets {budgets!r} is not a mapping of stage names to evaluation counts",
+                              "write e.g. budgets: {ps: 40, dfs: 60}")
+        stage_optimizers = pipeline_options.pop("optimizers", None) or {}
+        if not isinstance(stage_optimizers, dict) or not all(isinstance(v, dict) for v in stage_optimizers.values()):
+            raise ConfigError(f"optimizers {stage_optimizers!r} is not a mapping of stage names to options",
+                              "write e.g. optimizers: {dfs: {popsize: 128}}")
         if len(names) > 1:
             unknown = sorted(set(pipeline_options) - set(names))
             if unknown:
@@ -85,11 +93,17 @@ class Plan:
             cls = spaces.get(name)
             options = dict(pipeline_options.get(name) or {}) if len(names) > 1 else dict(config.space.options)
             check_options("merge space", name, options, cls.options)
+            if hasattr(cls, "validate_options"):  # a space's own checks that need no model
+                cls.validate_options({**cls.options, **options})
             share = config.budget // len(names) + (config.budget % len(names) if k == len(names) - 1 else 0)
             optimizer_options = {**config.optimizer.options, **(stage_optimizers.get(name) or {})}
             check_options("optimizer", config.optimizer.name, optimizer_options, self.optimizer_cls.options)
             self.stages.append(Stage("+".join(names[:k + 1]), cls, options, int(budgets.get(name, share)),
                                      optimizer_options))
+        starved = next((stage for stage in self.stages if stage.budget < 1), None)
+        if starved is not None:
+            raise ConfigError(f"stage {starved.label!r} gets no evaluations of the budget {config.budget}",
+                              f"give a budget of at least {len(self.stages)}, or set budgets per stage")
         if self.stages[0].space_cls.needs_base and not config.base_model:
             raise ConfigError(f"merge space {names[0]!r} needs a base model",
                               "set base_model to the sources' common ancestor")
@@ -141,18 +155,42 @@ def run_experiment(config: RunConfig, run_dir: str | Path, reporter: Reporter, *
         store.set_status("running", resumed=True)
     try:
         summary = _execute(plan, store, reporter, save_model=save_model)
-    except KeyboardInterrupt:
-        store.set_status("interrupted", fix=f"evosuite resume {store.path}")
-        raise
-    except EvosuiteError as exc:
-        store.set_status("failed", error=str(exc))
+    except BaseException as exc:  # every way out leaves status.json true
+        _record_exit(store, exc)
         raise
     store.set_status("finished")
     return summary
 
 
+def _record_exit(store: RunStore, exc: BaseException) -> None:
+    from evosuite.errors import Terminated
+
+    resume_command = f"evosuite resume {store.path}"
+    if isinstance(exc, Terminated):
+        state, details = "terminated", {"error": "stopped by SIGTERM", "fix": resume_command}
+    elif isinstance(exc, KeyboardInterrupt):
+        state, details = "interrupted", {"fix": resume_command}
+    elif isinstance(exc, EvosuiteError):
+        state, details = "failed", {"error": str(exc)}
+    else:
+        state, details = "failed", {"error": f"{type(exc).__name__}: {exc}", "fix": resume_command}
+    try:
+        store.set_status(state, **details)
+    except OSError:  # the disk is full or gone: the original error is what matters
+        pass
+
+
 def _execute(plan: Plan, store: RunStore, reporter: Reporter, *, save_model: bool) -> dict[str, Any]:
     config, benchmark = plan.config, plan.benchmark
+    # The data first: a missing or empty data set fails before minutes of model loading.
+    search_items = benchmark.items(benchmark.search_split, limit=config.search_limit, seed=config.seed)
+    test_items = benchmark.items(benchmark.test_split, limit=config.test_limit, seed=config.seed)
+    if not search_items or not test_items:
+        raise DataError(f"benchmark {benchmark.name!r} has no items to score",
+                        "check its data (--data-dir, the benchmark's options) and search_limit / test_limit")
+    if benchmark.contaminated:
+        reporter.message(f"contaminated: {benchmark.name} searches on its held-out split ({benchmark.test_split}), "
+                         "so the held-out table scores items the search saw")
     reporter.stage("loading models")
     load_notes: list[str] = []
     models, base = _load_models(config, reporter, load_notes)
@@ -161,10 +199,6 @@ def _execute(plan: Plan, store: RunStore, reporter: Reporter, *, save_model: boo
         raise ConfigError(f"benchmark {benchmark.name!r} takes {benchmark.modality} models but the carrier "
                           f"{config.carrier_name()!r} is {carrier.modality}",
                           "set carrier to a source of the benchmark's kind (for images: the VLM source)")
-    search_items = benchmark.items(benchmark.search_split, limit=config.search_limit, seed=config.seed)
-    if benchmark.contaminated:
-        reporter.message(f"contaminated: {benchmark.name} searches on its held-out split ({benchmark.test_split}), "
-                         "so the held-out table scores items the search saw")
 
     results: dict[str, tuple[Any, Any]] = {}  # stage label -> (space, best evaluation)
     evaluations = 0
@@ -199,23 +233,26 @@ def _execute(plan: Plan, store: RunStore, reporter: Reporter, *, save_model: boo
     # The held-out table: each source as it is (in the carrier, so a text LM sees through the VLM's vision
     # tower on an image task), the first space's references, and each stage's best merge.
     reporter.stage(f"held-out table on {benchmark.name}/{benchmark.test_split}")
-    test_items = benchmark.items(benchmark.test_split, limit=config.test_limit, seed=config.seed)
     builders = {name: _source_in_carrier(carrier, model) for name, model in models.items()}
     baselines = results[plan.stages[0].label][0].references(config.baselines)
     builders.update(baselines)
+    genomes: dict[str, list[float]] = {}
     for label, (space, best) in results.items():
         key = MERGED if len(results) == 1 else label
         builders[key] = (lambda s=space, b=best: s.candidate(b.genome))
+        genomes[key] = best.genome
     finals = store.finals()
     for name, build in builders.items():
-        if name in finals:
+        # A row is reused only if it scored this very model: a resume that searched on (a larger budget)
+        # scores its new best again instead of reporting the old one.
+        if name in finals and finals[name].get("genome") == genomes.get(name):
             continue
         reporter.message(f"scoring {name} on the test split")
         start = time.perf_counter()
         result = benchmark.evaluate(build(), benchmark.test_split, items=test_items,
                                     progress=reporter.item_progress)
         record = {"name": name, "score": result.score, "metrics": result.metrics,
-                  "seconds": time.perf_counter() - start}
+                  "seconds": time.perf_counter() - start, "genome": genomes.get(name)}
         store.log_final(record)
         finals[name] = record
     test_scores = {name: finals[name]["score"] for name in builders}
@@ -372,7 +409,11 @@ def _save_atomically(space, genome, out_dir: Path, summary: dict[str, Any], conf
 
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    space.export(genome, tmp, model_card=model_card(summary, config))
+    try:
+        space.export(genome, tmp, model_card=model_card(summary, config))
+    except BaseException:  # disk full, Ctrl-C, SIGTERM: leave no half-written model behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
 

@@ -14,7 +14,14 @@ def configure_threads(threads: int | None = None) -> int:
     import torch
 
     if threads is None:
-        threads = int(os.environ.get("EVOSUITE_THREADS", "1"))
+        text = os.environ.get("EVOSUITE_THREADS", "1")
+        try:
+            threads = int(text)
+        except ValueError:
+            from evosuite.errors import ConfigError
+
+            raise ConfigError(f"EVOSUITE_THREADS={text!r} is not a number",
+                              "set it to a thread count, e.g. 1") from None
     threads = max(1, threads)
     torch.set_num_threads(threads)
     return threads

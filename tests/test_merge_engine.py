@@ -112,8 +112,15 @@ def test_refuses_to_overwrite_without_force_and_replaces_with_it(zoo):
     with pytest.raises(ConfigError, match="--force"):
         merge_from_config(ta_config(root), out)
     assert (out / "keep.txt").is_file()
+    # --force never deletes a file evosuite did not write (issue 18): it replaces only an earlier merge's output
+    with pytest.raises(ConfigError, match="evosuite did not write"):
+        merge_from_config(ta_config(root), out, force=True)
+    assert (out / "keep.txt").is_file()
+    (out / "keep.txt").unlink()
+    merge_from_config(ta_config(root), out)
+    first = (out / "model.safetensors.index.json").stat().st_mtime_ns
     merge_from_config(ta_config(root), out, force=True)
-    assert not (out / "keep.txt").exists() and (out / "model.safetensors.index.json").is_file()
+    assert (out / "model.safetensors.index.json").stat().st_mtime_ns >= first and (out / ".evosuite-merge").is_file()
     assert [p.name for p in root.iterdir() if p.name.startswith(".")] == []
 
 

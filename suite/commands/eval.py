@@ -12,6 +12,7 @@ import gc
 import io
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -71,6 +72,8 @@ def _read_config(path: str | None) -> dict[str, Any]:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise ConfigError(f"config file {path!r} does not exist", "check the path") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path!r} is not UTF-8 text", "save it as UTF-8") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path!r} is not valid YAML: {str(exc).splitlines()[0]}",
                           "fix the YAML syntax") from None
@@ -222,6 +225,22 @@ def _default_output(command: str) -> Path:
     return Path(f"evosuite-{command}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.json")
 
 
+def check_outputs(output: str | None, table_path: str | None) -> None:
+    """Check before any work that the results can be written: a bad path fails in a second, not after hours."""
+    if table_path and Path(table_path).suffix.lower() not in (".md", ".csv"):
+        raise ConfigError(f"--table {table_path!r} must end in .md or .csv", "choose Markdown or CSV")
+    for option, value in (("--output", output), ("--table", table_path)):
+        if not value:
+            continue
+        target = Path(value)
+        if target.is_dir():
+            raise ConfigError(f"{option} {value!r} is a directory", "give a file path")
+        folder = next((p for p in [target.parent, *target.parent.parents] if p.exists()), Path("."))
+        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK) or (
+                target.exists() and not os.access(target, os.W_OK)):
+            raise ConfigError(f"{option} {value!r} cannot be written", "choose a writable path")
+
+
 def write_outputs(records, skipped, *, command: str, output: str | None, table_path: str | None, console) -> Path:
     path = Path(output) if output else _default_output(command)
     payload = {"evosuite_version": __version__, "command": command,
@@ -291,7 +310,7 @@ def _console(quiet: bool):
 @cli.command(name="eval", cls=_ListsBenchmarks)
 @click.option("--model", "models", multiple=True, metavar="PATH_OR_ID", help="Model to score; repeatable.")
 @click.option("--benchmark", "benchmark_names", multiple=True, metavar="NAME", help="Benchmark; repeatable.")
-@click.option("--limit", type=int, help="Score only N items of each benchmark (quick runs).")
+@click.option("--limit", type=click.IntRange(min=1), help="Score only N items of each benchmark (quick runs).")
 @click.option("--seed", "subset_seed", type=int, help="With --limit: a seeded random subset instead of the first N.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               help="YAML with models, benchmarks (names or {name, options}), split, limit, seed, device, dtype.")
@@ -314,6 +333,8 @@ def eval_command(models, benchmark_names, limit, subset_seed, config_path, adapt
     from evosuite.runtime import configure_threads
 
     out, err = _console(quiet)
+    check_outputs(output, table_path)
+    configure_threads(threads)
     config = _read_config(config_path)
     model_list = list(dict.fromkeys([*(config.get("models") or []), *models]))
     if not model_list:
@@ -321,6 +342,8 @@ def eval_command(models, benchmark_names, limit, subset_seed, config_path, adapt
     specs = _benchmark_specs(benchmark_names, config)
     benchmarks = _make_benchmarks(specs, data_dirs, option_pairs, batch_size)
     limit = limit if limit is not None else config.get("limit")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise ConfigError(f"limit {limit!r} is not a positive number of items", "give limit: N with N >= 1")
     subset_seed = subset_seed if subset_seed is not None else config.get("seed")
     split = split or config.get("split")
 
@@ -332,7 +355,6 @@ def eval_command(models, benchmark_names, limit, subset_seed, config_path, adapt
         if not items[name]:
             raise DataError(f"benchmark {name!r} has no items to score", "check --limit and the data")
 
-    configure_threads(threads)
     records, skipped = [], []
     for model_name in model_list:
         err.print(f"loading model {model_name}")
@@ -376,6 +398,8 @@ def read_predictions(path: str) -> list[tuple[int, str]]:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         raise ConfigError(f"predictions file {path!r} does not exist", "check the path") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"predictions file {path!r} is not UTF-8 (byte {exc.start})", "save it as UTF-8") from None
     seen: dict[int, str] = {}
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -407,14 +431,19 @@ def read_predictions(path: str) -> list[tuple[int, str]]:
 def score_command(benchmark_name, predictions_path, label, split, data_dirs, option_pairs, output, table_path, quiet):
     """Score predictions made elsewhere with a benchmark's metric: same table and JSON as `eval`."""
     out, _ = _console(quiet)
+    check_outputs(output, table_path)
     bench = _make_benchmarks([(benchmark_name, {})], data_dirs, option_pairs, None)[benchmark_name]
     split = split or bench.test_split
     pairs = read_predictions(predictions_path)
     ids = [item_id for item_id, _ in pairs]
+    all_items = bench.items(split)
+    if len(ids) < len(all_items):  # a partial file scores only its items: say so, on screen and in the JSON
+        click.echo(f"Warning: {Path(predictions_path).name} has predictions for {len(ids)} of the {len(all_items)} "
+                   f"items of {benchmark_name}/{split}; the score covers those {len(ids)} only", err=True)
     if hasattr(bench, "items_by_id"):
         items = bench.items_by_id(split, ids)
     else:
-        by_id = {item["id"]: item for item in bench.items(split)}
+        by_id = {item["id"]: item for item in all_items}
         missing = [i for i in ids if i not in by_id]
         if missing:
             raise DataError(f"item id {missing[0]} is not in {benchmark_name}/{split}", "ids are 0-based row indices")
@@ -423,5 +452,6 @@ def score_command(benchmark_name, predictions_path, label, split, data_dirs, opt
     result = bench.score(items, [prediction for _, prediction in pairs], split=split)
     result.seconds = time.perf_counter() - start
     records = [result_record(label or Path(predictions_path).name, None, bench, result)]
+    records[0]["split_items"] = len(all_items)
     print_tables(records, out, "evosuite score")
     write_outputs(records, [], command="score", output=output, table_path=table_path, console=out)

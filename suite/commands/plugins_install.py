@@ -141,6 +141,8 @@ def uninstall_command(pip_args: tuple[str, ...], yes: bool) -> None:
 
 
 def _canonical(name: str) -> str:
+    """The distribution a pip argument names: 'evosuite[ray]', 'evosuite==0.1' and 'Evo_Suite' all count."""
     import re
 
-    return re.sub(r"[-_.]+", "-", name).lower()
+    project = re.split(r"[\[<>=!~;@\s(]", name.strip(), maxsplit=1)[0]
+    return re.sub(r"[-_.]+", "-", project).lower()

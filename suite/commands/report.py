@@ -17,7 +17,8 @@ def report(run_dir):
     Works on a finished run and on one still running or killed: it reads only the run directory.
     """
     if not RunStore(run_dir).exists():
-        raise ConfigError(f"{run_dir!r} is not a run directory (no config.yaml)", "give the directory of a run")
+        raise ConfigError(f"{run_dir!r} is not a run directory evosuite made (no .evosuite-run marker)",
+                          "give the directory `evosuite run` made")
     from evosuite.report import write_report
 
     md_path, html_path = write_report(run_dir)

@@ -24,9 +24,14 @@ def _experiment_config(plugin: str | None, config_path: str | None, reporter, sp
             data = yaml.safe_load(Path(config_path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file {config_path!r} does not exist", "check the path") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {config_path!r} is not UTF-8 text", "save it as UTF-8") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {config_path!r} is not valid YAML: {str(exc).splitlines()[0]}",
                               "fix the YAML syntax") from None
+        if data is not None and not isinstance(data, dict):
+            raise ConfigError(f"config file {config_path!r} holds a {type(data).__name__}, not a mapping",
+                              "write the run configuration as key: value pairs (sources, benchmark...)")
         data = dict(data or {})
         if space:
             current = data.get("space")
@@ -109,6 +114,9 @@ def run(plugin, config_path, space, dfs_scales, seed, budget, data_dir, run_dir,
     if RunStore(run_path).exists():
         raise ConfigError(f"run directory {str(run_path)!r} already holds a run",
                           f"continue it with `evosuite resume {run_path}` or choose another --run-dir")
+    if run_path.exists() and (not run_path.is_dir() or any(run_path.iterdir())):
+        raise ConfigError(f"--run-dir {str(run_path)!r} is not empty and is not an evosuite run",
+                          "choose a new or empty folder; evosuite never writes into a folder it did not make")
     with reporter:
         reporter.stage("preparing")
         data = _experiment_config(plugin, config_path, reporter, space)
@@ -146,7 +154,9 @@ def _announce_results(run_path: Path, make_report: bool) -> None:
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Evaluate the rest on N Ray workers (the results do not depend on it; default: as the run).")
 @click.option("--ray-address", default=None, help="Use this Ray cluster for the rest of the run.")
-def resume(run_dir, threads, quiet, plain, no_save_model, make_report, workers, ray_address):
+@click.option("--allow-config-change", "allowed_changes", multiple=True, metavar="KEY",
+              help="Accept an edit of this key of the run's config.yaml (budget may grow); repeatable.")
+def resume(run_dir, threads, quiet, plain, no_save_model, make_report, workers, ray_address, allowed_changes):
     """Continue a run that was stopped or killed, without redoing finished evaluations."""
     import dataclasses
 
@@ -156,14 +166,35 @@ def resume(run_dir, threads, quiet, plain, no_save_model, make_report, workers, 
     quiet_library_progress()
     store = RunStore(run_dir)
     if not store.exists():
-        raise ConfigError(f"{run_dir!r} is not a run directory (no config.yaml)", "give the directory of a run")
+        raise ConfigError(f"{run_dir!r} is not a run directory evosuite made (no .evosuite-run marker)",
+                          "give the directory `evosuite run` made")
+    config = config_from_store(store)
+    if _check_changes(store, config, allowed_changes) is None:
+        click.echo(f"the run in {store.path} has already finished; nothing to do")
+        _announce_results(store.path, make_report)
+        return store.read_json("summary.json")
     reporter = make_reporter(quiet=quiet, plain=True if plain else None)
     with reporter:
         reporter.stage("resuming")
-        config = config_from_store(store)
         # How candidates are evaluated is not part of the search: a run may resume on other hardware.
         overrides = {"workers": workers, "ray_address": ray_address}
         config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
         summary = run_experiment(config, store.path, reporter, resume=True, save_model=not no_save_model)
     _announce_results(store.path, make_report)
     return summary
+
+
+def _check_changes(store: RunStore, config, allowed: tuple[str, ...]) -> dict | None:
+    """Refuse an edited config.yaml unless allowed; None when the run is finished and nothing changed."""
+    from evosuite.config_change import check_config_change
+
+    recorded = store.recorded_config()
+    if recorded is None:
+        raise ConfigError(f"the marker {store.path / '.evosuite-run'} is unreadable",
+                          "the configuration the run started with is unknown: start a new run")
+    diff = check_config_change(recorded, store.config(), allowed, stages=len(config.space.name.split("+")))
+    if diff:
+        store.record_config({**store.config()})  # the logs from here on are computed with the new values
+        return diff
+    finished = store.status().get("state") == "finished" and store.read_json("summary.json") is not None
+    return None if finished else diff

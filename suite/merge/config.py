@@ -160,9 +160,12 @@ def tensor_position(name: str, num_layers: int) -> tuple[int | None, float]:
 
 
 # -- loading and validation --------------------------------------------------------------------------
-def _check_value(value: Any, where: str) -> None:
-    ok_scalar = (int, float, bool, str)
+def _check_value(value: Any, where: str, default: Any = None) -> None:
+    # Strings only where the parameter's default is one: a number parameter given "abc" would fail mid-merge.
+    ok_scalar = (int, float, bool, str) if isinstance(default, str) else (int, float, bool)
     if isinstance(value, ok_scalar) or value is None:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{where}: {value!r} is not a finite number", "give a finite number")
         return
     if isinstance(value, list) and value:
         if all(isinstance(v, dict) for v in value):
@@ -171,7 +174,10 @@ def _check_value(value: Any, where: str) -> None:
                 if "value" not in item or extra:
                     raise ConfigError(f"{where}: a filter item must have `value` and optionally `filter`",
                                       "write items like {filter: self_attn, value: 0.5}")
-                _check_value(item["value"], where)
+                if item.get("filter") is not None and not isinstance(item["filter"], str):
+                    raise ConfigError(f"{where}: filter {item['filter']!r} is not a string",
+                                      "a filter is a substring of tensor names, e.g. self_attn")
+                _check_value(item["value"], where, default)
             return
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
             return
@@ -188,7 +194,7 @@ def _check_params(params: Any, valid: Mapping[str, Any], where: str, method: str
         if name not in valid:
             raise ConfigError(f"unknown parameter {name!r} for merge method {method!r} in {where}",
                               f"valid parameters: {', '.join(sorted(valid)) or 'none'}")
-        _check_value(value, f"{where}, parameter {name!r}")
+        _check_value(value, f"{where}, parameter {name!r}", valid[name])
     return dict(params)
 
 
@@ -228,7 +234,9 @@ def load_config(source: str | Path | Mapping[str, Any]) -> MergeConfig:
     else:
         path = Path(source)
         try:
-            raw = yaml.safe_load(path.read_text())
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise ConfigError(f"merge config {path} is not UTF-8 text", "save it as UTF-8") from None
         except OSError as exc:
             raise ConfigError(f"cannot read merge config {path}: {exc.strerror or exc}",
                               "check the path") from None
@@ -308,7 +316,7 @@ def load_config(source: str | Path | Mapping[str, Any]) -> MergeConfig:
                                   f"add `parameters: {{{pname}: ...}}`")
 
     dtype = raw.get("out_dtype") or raw.get("dtype")
-    if dtype is not None and dtype not in DTYPES:
+    if dtype is not None and (not isinstance(dtype, str) or dtype not in DTYPES):
         raise ConfigError(f"unknown dtype {dtype!r}", f"valid dtypes: {', '.join(sorted(set(DTYPES.values())))}")
     result = MergeConfig(name, method, models, base, parameters, slices, DTYPES[dtype] if dtype else None,
                          raw.get("tokenizer_source"), raw)

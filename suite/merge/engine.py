@@ -37,6 +37,8 @@ from evosuite.merge.tokenizer import OutputVocabulary, align_rows, build_output_
 from evosuite.merge.vocabulary import remap_token_ids
 
 DEFAULT_SHARD_SIZE = 5 * 1024**3
+#: Written into every merge output: the files evosuite wrote there (``--force`` replaces nothing else).
+MERGE_MARKER = ".evosuite-merge"
 #: Torch threads the command line uses for merging: on the 2-core development machine one thread was
 #: faster than two (the work is memory-bound and the cores are shared); see perf/merge_vs_mergekit.py.
 RECOMMENDED_THREADS = 1
@@ -506,6 +508,9 @@ def _write(plan: MergePlan, tmp: Path, *, seed: int, device: str, progress: Prog
             if (plan.tokenizer.path / name).is_file():
                 shutil.copy2(plan.tokenizer.path / name, tmp / name)
     (tmp / "README.md").write_text(_model_card(plan))
+    # The marker: what evosuite wrote here, so that --force later replaces only a folder of its own.
+    written = sorted(p.name for p in tmp.iterdir())
+    (tmp / MERGE_MARKER).write_text(json.dumps({"files": written}, indent=2) + "\n")
 
 
 def _aligned_inputs(vocabulary: OutputVocabulary, job: TensorJob) -> dict[str, torch.Tensor]:
@@ -548,6 +553,30 @@ def _write_configs(plan: MergePlan, tmp: Path) -> None:
         else:
             shutil.copy2(generation, tmp / "generation_config.json")
 
+def _check_replaceable(out: Path) -> None:
+    """--force replaces only an earlier merge's output: a folder with the marker and nothing else added."""
+    marker = out / MERGE_MARKER
+    try:
+        written = set(json.loads(marker.read_text(encoding="utf-8"))["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigError(f"--force would delete {out}, which evosuite did not write (no readable {MERGE_MARKER})",
+                          "choose another output directory, or remove that one yourself") from None
+    others = sorted(p.name for p in out.iterdir() if p.name not in written and p.name != MERGE_MARKER)
+    if others:
+        raise ConfigError(f"--force would delete {out}, which holds files evosuite did not write ({others[0]})",
+                          "move those files away or choose another output directory")
+
+
+def _check_device(device: str) -> None:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"device {device!r} is not a torch device", "use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asked for but no CUDA GPU is available", "use --device cpu")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device {device!r} is not supported for merging", "use cpu or cuda")
+
 
 def _sources(plan: MergePlan) -> list[ModelSource]:
     found = [plan.reference] + ([plan.tokenizer] if plan.tokenizer else [])
@@ -569,11 +598,18 @@ def merge_from_config(config: str | Path | Mapping[str, Any] | MergeConfig, out_
     """
     cfg = config if isinstance(config, MergeConfig) else load_config(config)
     out = Path(out_dir).expanduser().absolute()
-    if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not force:
-        raise ConfigError(f"output directory {out} already exists", "pass --force to replace it")
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+        if not force:
+            raise ConfigError(f"output directory {out} already exists", "pass --force to replace it")
+        _check_replaceable(out)
     if shard_size <= 0:
         raise ConfigError(f"shard size {shard_size} is not positive", "give a size in bytes, e.g. 5000000000")
+    _check_device(device)
     plan = build_plan(cfg, out, dtype=dtype, shard_size=shard_size)
+    for source in _sources(plan):
+        if source.path.resolve() == out.resolve() or out.resolve() in source.path.resolve().parents:
+            raise ConfigError(f"output directory {out} holds the source model {source.ref!r}",
+                              "write the merge to another directory")
     if dry_run:
         return plan
     for warning in plan.warnings:

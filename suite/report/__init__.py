@@ -105,12 +105,20 @@ class RunData:
 def load_run(run_dir: str | Path) -> RunData:
     store = RunStore(run_dir)
     if not store.exists():
-        raise ConfigError(f"{str(run_dir)!r} is not a run directory (no config.yaml)", "give the directory of a run")
+        raise ConfigError(f"{str(run_dir)!r} is not a run directory (no .evosuite-run marker)",
+                          "give the directory `evosuite run` made")
     best_path = store.path / "best_recipe.yaml"
-    best = yaml.safe_load(best_path.read_text(encoding="utf-8")) if best_path.is_file() else None
+    try:
+        best = yaml.safe_load(best_path.read_text(encoding="utf-8")) if best_path.is_file() else None
+    except (UnicodeDecodeError, yaml.YAMLError):
+        best = None
+    summary = store.read_json("summary.json")
+    if summary is not None and not isinstance(summary, dict):
+        raise ConfigError(f"{str(store.path / 'summary.json')!r} is not a summary evosuite wrote",
+                          f"write it again with `evosuite resume {store.path}`")
     return RunData(path=store.path, config=store.config() or {}, status=store.status(),
-                   evaluations=store.evaluations(), finals=store.finals(), best=best,
-                   summary=store.read_json("summary.json"))
+                   evaluations=store.evaluations(), finals=store.finals(),
+                   best=best if isinstance(best, dict) else None, summary=summary)
 
 
 def write_report(run_dir: str | Path) -> tuple[Path, Path]:
