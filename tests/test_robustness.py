@@ -24,8 +24,9 @@ from evosuite.evolver import Evolver, TooManyFailures
 from evosuite.plugin_manager import get
 from evosuite.run_store import RunStore
 from tests import toy_plugin
-from tests.conftest import write_fake_distribution
 from tests.factories import write_llm
+from tests.test_evolution_run import toy_config as evolution_toy_config
+from tests.test_evolution_run import toy_site  # noqa: F401  (the toy benchmark's fake distribution)
 
 
 @pytest.fixture(scope="module")
@@ -39,15 +40,8 @@ def toy(register_plugin):
     register_plugin(toy_plugin, "toy")
 
 
-@pytest.fixture(scope="module")
-def toy_site(tmp_path_factory):
-    source = Path(toy_plugin.__file__).read_text()
-    return write_fake_distribution(tmp_path_factory.mktemp("site"), "evosuite-toy", "evosuite_toy", source)
-
-
 def toy_config(models, **extra):
-    return {"sources": [{"name": "a", "model": models["a"]}, {"name": "b", "model": models["b"]}],
-            "base_model": models["base"], "benchmark": "toy-echo", "budget": 4, "seed": 3, **extra}
+    return evolution_toy_config(models, **{"budget": 4, **extra})
 
 
 def write_config(path: Path, data) -> Path:
@@ -291,7 +285,7 @@ def test_an_unexpected_error_marks_the_run_failed(tiny_models, toy, tmp_path, ca
     (signal.SIGINT, 130, "interrupted", "Aborted."),
 ])
 def test_a_signal_mid_run_leaves_a_true_status_and_resume_finishes(signum, code, state, last_line, tiny_models,
-                                                                   toy_site, tmp_path):
+                                                                   toy_site, tmp_path):  # noqa: F811
     config = write_config(tmp_path / "exp.yaml", toy_config(tiny_models, budget=16))
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(toy_site), "OMP_NUM_THREADS": "1"}
@@ -490,8 +484,8 @@ def test_broken_run_store_files_are_one_line_or_ignored(tiny_models, toy, tmp_pa
         handle.write('[1, 2]\n{"stage": "ps", "generation": 9}\n')
     with open(run / "final.jsonl", "a") as handle:
         handle.write('{"score": 1.0}\n')
-    assert len(RunStore(run).evaluations()) == 4 and set(RunStore(run).finals()) == {"a", "b", "equal-weight",
-                                                                                       "merged"}
+    baselines = {"equal-weight", "task-arithmetic", "ties-0.5", "dare-ties-0.5"}  # the PS space's defaults
+    assert len(RunStore(run).evaluations()) == 4 and set(RunStore(run).finals()) == {"a", "b", "merged", *baselines}
     (run / "config.yaml").write_text("budget: [\n")
     code, _, err = cli(capsys, "resume", run)
     assert one_error_line(code, err) and "config.yaml" in err
