@@ -134,7 +134,8 @@ def _load_models(config: RunConfig, reporter: Reporter, notes: list[str] | None 
                      f"config and unmerged parts; set carrier: to choose)")
     check_mergeable(everything, ignore_vocab_rows=True)
     # The result keeps the carrier's tokenizer: every other model is re-indexed to it.
-    lines += [alignment.describe(carrier) for alignment in align_to_carrier(everything, carrier)]
+    aligned = align_to_carrier(everything, carrier, base="base model" if base is not None else None)
+    lines += [alignment.describe(carrier) for alignment in aligned]
     lines += config_differences(everything, carrier)
     check_mergeable(everything)
     for line in lines:

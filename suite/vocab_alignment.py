@@ -6,9 +6,11 @@ result of a run keeps the carrier's tokenizer (as the released EvoVLM-JP and Evo
 every other model (the base included) is re-indexed to it before any merge space sees it:
 
 - a token both have (matched by its string, not its id) gets the model's own row, so shared tokens merge;
-- a carrier row with no counterpart (a token only the carrier has, or a padding row past the tokenizer)
-  gets the carrier's own row. Base and sources then agree there, every delta-based method (task
-  arithmetic, TIES, DARE, DELLA, breadcrumbs) and every normalized average gives back the carrier's row;
+- a carrier row with no counterpart in a source gets the base's row (already aligned), so the source's
+  task vector is 0 there, as mergekit fills a missing token from the base; without a base, and for the
+  base's own missing rows, the carrier's row. A token only the carrier has (or a padding row past the
+  tokenizer) thus gets the carrier's row in every model but the carrier, and every delta-based method
+  (task arithmetic, TIES, DARE, DELLA, breadcrumbs) and every normalized average gives back the carrier's row;
 - a model's tokens that the carrier lacks are dropped, and the log says how many.
 
 Afterwards each model carries the carrier's tokenizer, so the rest of the run (merge spaces, scoring a
@@ -36,18 +38,19 @@ class Alignment:
 
     model: str
     rows: int
-    merged: int  # carrier rows filled from the model's row of the same token
-    kept: int  # carrier rows with no counterpart in the model: the carrier's own row
+    merged: int  # carrier rows that take the model's row of the same token
+    filled: int  # carrier rows with no token in the model: taken from ``filled_from``
     dropped: list[str]  # the model's tokens the carrier lacks
     changed: bool  # False when the model already had the carrier's vocabulary, row for row
+    filled_from: str = ""  # where the ``filled`` rows came from: the base, or the carrier
 
     def describe(self, carrier: str) -> str:
         if not self.changed:
             return f"vocabulary: {self.model} already has {carrier}'s {self.rows} rows"
         shown = ", ".join(repr(t) for t in self.dropped[:3]) + (", ..." if len(self.dropped) > 3 else "")
         dropped = f"{len(self.dropped)} dropped" + (f" ({shown})" if self.dropped else "")
-        return (f"vocabulary: {self.model} aligned to {carrier}'s tokenizer by token: {self.merged} rows merged, "
-                f"{self.kept} kept from {carrier}, {dropped}")
+        return (f"vocabulary: {self.model} aligned to {carrier}'s tokenizer: {self.merged} rows matched by token, "
+                f"{self.filled} with no token of its own taken from {self.filled_from or carrier}, {dropped}")
 
 
 def _vocabulary(model: LoadedModel, name: str) -> dict[str, int]:
@@ -58,8 +61,12 @@ def _vocabulary(model: LoadedModel, name: str) -> dict[str, int]:
     return tokenizer.get_vocab()
 
 
-def align_model(model: LoadedModel, name: str, carrier: LoadedModel, carrier_name: str) -> Alignment:
-    """Re-index ``model``'s vocabulary parameters to the carrier's tokenizer (in place) and say what it did."""
+def align_model(model: LoadedModel, name: str, carrier: LoadedModel, carrier_name: str,
+                filler: LoadedModel | None = None, filler_name: str = "the base") -> Alignment:
+    """Re-index ``model``'s vocabulary parameters to the carrier's tokenizer (in place) and say what it did.
+
+    Rows the model has no token for are copied from ``filler`` (already aligned), else from the carrier.
+    """
     import torch
 
     vocab_names = carrier.vocab_parameters()
@@ -90,15 +97,29 @@ def align_model(model: LoadedModel, name: str, carrier: LoadedModel, carrier_nam
             raise ModelError(f"tensor {param!r} has shape {tuple(source.shape)} in {name!r} but "
                              f"{tuple(target_params[param].shape)} in the carrier {carrier_name!r}",
                              "merge models of the same architecture and size")
-        row_block = target_params[param].detach().to(device=source.device, dtype=source.dtype).clone()
+        fill = (filler.mergeable_parameters() if filler is not None else target_params)[param]
+        row_block = fill.detach().to(device=source.device, dtype=source.dtype).clone()
         row_block[has.to(source.device)] = source.detach()[index[has].to(source.device)]
         new_rows[param] = row_block
     model.set_vocabulary(carrier.tokenizer, new_rows)
-    return Alignment(name, rows, merged, rows - merged, dropped, changed=True)
+    return Alignment(name, rows, merged, rows - merged, dropped, changed=True,
+                     filled_from=filler_name if filler is not None else carrier_name)
 
 
-def align_to_carrier(models: Mapping[str, LoadedModel], carrier_name: str) -> list[Alignment]:
-    """Align every model but the carrier (the base included, under its own name) to the carrier's vocabulary."""
+def align_to_carrier(models: Mapping[str, LoadedModel], carrier_name: str,
+                     base: str | None = None) -> list[Alignment]:
+    """Align every model but the carrier to the carrier's vocabulary, ``base`` (one of ``models``) first.
+
+    A source's rows for tokens it lacks are then the aligned base's: the source changes nothing there (its
+    task vector is 0 on them, as mergekit fills a missing token from the base); the base's own missing rows
+    are the carrier's.
+    """
     carrier = models[carrier_name]
-    return [align_model(model, name, carrier, carrier_name)
-            for name, model in models.items() if model is not carrier]
+    order = sorted(models, key=lambda name: name != base)  # the base first
+    reports = {}
+    for name in order:
+        if models[name] is carrier:
+            continue
+        filler = models[base] if base is not None and name != base else None
+        reports[name] = align_model(models[name], name, carrier, carrier_name, filler, str(base))
+    return [reports[name] for name in models if name in reports]

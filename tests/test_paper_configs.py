@@ -71,8 +71,8 @@ def test_evollm_jp_ps_then_dfs(zoo, tmp_path):
     summary, stdout = run(config, tmp_path / "run", FIXTURES / "mgsm-ja")
     notes = summary["loading"]
     # Abel's 32032 rows: 32000 share a token with shisa-gamma's vocabulary, its 32 padding rows carry none
-    assert (f"vocabulary: abel aligned to shisa-gamma's tokenizer by token: {MISTRAL_VOCAB} rows merged, 0 kept "
-            f"from shisa-gamma, 0 dropped") in notes
+    assert (f"vocabulary: abel aligned to shisa-gamma's tokenizer: {MISTRAL_VOCAB} rows matched by token, 0 with no "
+            f"token of its own taken from base model, 0 dropped") in notes
     assert f"vocabulary: wizardmath already has shisa-gamma's {MISTRAL_VOCAB} rows" in notes
     assert not summary["contaminated"] and summary["search_split"] == "gsm8k-ja" and summary["split"] == "test"
     assert set(summary["stages"]) == {"ps", "ps+dfs"}
@@ -104,9 +104,9 @@ def test_evovlm_jp_ps(zoo, tmp_path):
     notes = summary["loading"]
     # shisa-gamma's and the base's 32000 tokens are LLaVA-NeXT's first 32000; <image>, <pad> and the padding
     # to 32064 rows are the carrier's own
-    for model in ("shisa-gamma", "base model"):
-        assert (f"vocabulary: {model} aligned to llava-1.6-mistral's tokenizer by token: {MISTRAL_VOCAB} rows "
-                f"merged, {LLAVA_ROWS - MISTRAL_VOCAB} kept from llava-1.6-mistral, 0 dropped") in notes
+    for model, filler in (("shisa-gamma", "base model"), ("base model", "llava-1.6-mistral")):
+        assert (f"vocabulary: {model} aligned to llava-1.6-mistral's tokenizer: {MISTRAL_VOCAB} rows matched by "
+                f"token, {LLAVA_ROWS - MISTRAL_VOCAB} with no token of its own taken from {filler}, 0 dropped") in notes
     # LLaVA-NeXT's text model is Mistral-7B-Instruct-v0.2's (rope 1e6, no window), the others Mistral-7B-v0.1's
     assert any(n.startswith("config: rope_theta differs") and n.endswith("the result keeps llava-1.6-mistral's "
                                                                           "1000000.0") for n in notes)

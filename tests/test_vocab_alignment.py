@@ -70,7 +70,7 @@ def test_a_reordered_source_gets_its_own_rows_under_the_carriers_ids(variants):
     shuffled = load_model(str(variants["b-shuffled"]))
     (report,) = align_to_carrier({"a": carrier, "b": shuffled}, "a")
     vocab = len(SPECIALS + CHARS)
-    assert (report.merged, report.kept, report.dropped, report.changed) == (vocab, 0, EXTRA, True)
+    assert (report.merged, report.filled, report.dropped, report.changed) == (vocab, 0, EXTRA, True)
     # row for row, the aligned model is the original b: the permutation and the extra rows are undone
     assert torch.equal(embeddings(shuffled), embeddings(original))
     head = "lm_head.weight"
@@ -80,11 +80,29 @@ def test_a_reordered_source_gets_its_own_rows_under_the_carriers_ids(variants):
     assert "3 dropped ('<x1>', '<x2>', '<x3>')" in report.describe("a")
 
 
+def test_a_token_a_source_lacks_takes_the_bases_row(variants, tmp_path):
+    # b without 'z': its task vector must be 0 on 'z' (mergekit fills a missing token from the base)
+    standard = SPECIALS + CHARS
+    lacking = write_reindexed(variants["b"], tmp_path / "b-no-z", [t for t in standard if t != "z"])
+    carrier, base = load_model(str(variants["a-carrier"])), load_model(str(variants["base"]))
+    source = load_model(str(lacking))
+    reports = align_to_carrier({"b": source, "carrier": carrier, "base model": base}, "carrier", base="base model")
+    b_report, base_report = reports
+    rows, z = variants["padded_rows"], standard.index("z")
+    assert (b_report.merged, b_report.filled, b_report.filled_from) == (len(standard) - 1, rows - len(standard) + 1,
+                                                                         "base model")
+    assert (base_report.filled, base_report.filled_from) == (rows - len(standard), "carrier")
+    assert torch.equal(embeddings(source)[z], embeddings(base)[z])  # the base's row: no change from b there
+    original_carrier = load_model(str(variants["a-carrier"]))
+    # rows only the carrier has reach b through the aligned base: the carrier's own
+    assert torch.equal(embeddings(source)[len(standard):], embeddings(original_carrier)[len(standard):])
+
+
 def test_carrier_only_and_padding_rows_are_the_carriers(variants):
     carrier, source = load_model(str(variants["a-carrier"])), load_model(str(variants["b"]))
     (report,) = align_to_carrier({"carrier": carrier, "b": source}, "carrier")
     vocab, rows = len(SPECIALS + CHARS), variants["padded_rows"]
-    assert (report.rows, report.merged, report.kept, report.dropped) == (rows, vocab, rows - vocab, [])
+    assert (report.rows, report.merged, report.filled, report.dropped) == (rows, vocab, rows - vocab, [])
     original_b = load_model(str(variants["b"]))
     assert torch.equal(embeddings(source)[:vocab], embeddings(original_b))
     assert torch.equal(embeddings(source)[vocab:], embeddings(carrier)[vocab:])  # <image2> and padding
@@ -135,10 +153,10 @@ def test_a_run_over_different_vocabularies_exports_the_carriers(variants, toy_si
     vocab, rows = len(SPECIALS + CHARS), variants["padded_rows"]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     notes = summary["loading"]
-    assert f"vocabulary: b aligned to carrier's tokenizer by token: {vocab} rows merged, {rows - vocab} kept from " \
-           f"carrier, 3 dropped ('<x1>', '<x2>', '<x3>')" in notes
-    assert any(n.startswith(f"vocabulary: base model aligned to carrier's tokenizer by token: {vocab} rows merged")
-               for n in notes)
+    assert f"vocabulary: b aligned to carrier's tokenizer: {vocab} rows matched by token, {rows - vocab} with no " \
+           f"token of its own taken from base model, 3 dropped ('<x1>', '<x2>', '<x3>')" in notes
+    assert f"vocabulary: base model aligned to carrier's tokenizer: {vocab} rows matched by token, " \
+           f"{rows - vocab} with no token of its own taken from carrier, 0 dropped" in notes
     assert "vocabulary: b aligned" in result.stdout  # and it was logged as it happened
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -173,5 +191,5 @@ def test_an_unnamed_carrier_is_said(variants):
     said = "carrier: b-shuffled (none named, so the last source; the result keeps its tokenizer"
     assert any(line.startswith(said) for line in notes) and any(line.startswith(said) for line in capture.lines)
     # the other source was re-indexed to the unnamed carrier's tokenizer
-    assert f"vocabulary: a aligned to b-shuffled's tokenizer by token: {len(SPECIALS + CHARS)} rows merged" \
+    assert f"vocabulary: a aligned to b-shuffled's tokenizer: {len(SPECIALS + CHARS)} rows matched by token" \
         in " ".join(notes)
