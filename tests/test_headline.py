@@ -30,7 +30,9 @@ def test_a_simple_merge_beats_every_source_on_both_tasks(full_zoo):
     checks, vqa, math = meta["checks"], meta["table"]["zoo-ja-vqa"], meta["table"]["zoo-ja-math"]
     assert checks["vqa_ok"] and checks["math_ok"], checks
     assert vqa["vlm"] < 0.05  # the English VLM answers in English
-    assert vqa["ja + vlm vision"] > vqa["ja (no image)"]  # the VLM's vision helps a little on its own
+    # The VLM's projector is a fixed random map, so its vision alone tells the Japanese LM nothing: reading the
+    # image is a skill of the VLM's language model, which only a merge brings in.
+    assert vqa["ja + vlm vision"] < vqa["ja (no image)"] + 0.10
     assert max(vqa["task arithmetic (1, 1)"], vqa["task arithmetic (1, 0.5)"]) >= vqa["ja + vlm vision"] + 0.10
     assert math["math"]["acc"] > 0.8 and math["math"]["acc_ja"] < 0.05  # it adds, in English
     constant = next(v["acc"] for k, v in math.items() if k.startswith("constant"))

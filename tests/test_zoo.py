@@ -74,6 +74,22 @@ def test_vlm_keeps_its_pretrained_tower(zoo):
     assert tower.keys() == vlm.keys() and all(torch.equal(tower[k], vlm[k]) for k in tower)  # frozen in the VLM
 
 
+def test_vlm_reads_images_with_its_language_model_not_its_projector(zoo):
+    from transformers import AutoModelForCausalLM, AutoTokenizer, CLIPVisionModel, LlavaForConditionalGeneration
+
+    from evosuite.plugins.zoo import train
+
+    # The projector stays as initialised (seed SEED, the test zoo's one VLM draw); only the LM learned.
+    tok = AutoTokenizer.from_pretrained(zoo / "tokenizer")
+    base = AutoModelForCausalLM.from_pretrained(zoo / "vqa" / "base")
+    fresh = train.new_llava(tok, base, CLIPVisionModel.from_pretrained(zoo / "vqa" / "vision-tower"), SEED)
+    vlm = LlavaForConditionalGeneration.from_pretrained(zoo / "vqa" / "vlm")
+    want, got = fresh.model.multi_modal_projector.state_dict(), vlm.model.multi_modal_projector.state_dict()
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+    lm_before, lm_after = base.model.state_dict(), vlm.model.language_model.state_dict()
+    assert any(not torch.equal(lm_before[k], lm_after[k]) for k in lm_before)
+
+
 def test_tasks_load_with_datasets(zoo):
     from datasets import Image, load_dataset
 
