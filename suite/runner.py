@@ -97,7 +97,7 @@ class Plan:
                 cls.validate_options({**cls.options, **options})
             share = config.budget // len(names) + (config.budget % len(names) if k == len(names) - 1 else 0)
             optimizer_options = {**config.optimizer.options, **(stage_optimizers.get(name) or {})}
-            check_options("optimizer", config.optimizer.name, optimizer_options, self.optimizer_cls.options)
+            self.optimizer_cls(2, seed=config.seed, **optimizer_options)  # this stage's options, checked now
             self.stages.append(Stage("+".join(names[:k + 1]), cls, options, int(budgets.get(name, share)),
                                      optimizer_options))
         starved = next((stage for stage in self.stages if stage.budget < 1), None)

@@ -30,6 +30,7 @@ def test_each_stage_gets_its_budget_and_optimizer_options():
     ({"optimizers": {"dfs": {"pop": 3}}}, "unknown option 'pop' for optimizer 'cmaes'"),
     ({"optimizers": {"pss": {"popsize": 3}}}, "optimizers names 'pss', which is not a stage of 'ps\\+dfs'"),
     ({"budgets": {"dfs2": 3}}, "budgets names 'dfs2', which is not a stage"),
+    ({"optimizers": {"dfs": {"popsize": 0}}}, "optimizer option popsize is 0"),  # a stage's values, up front
 ])
 def test_per_stage_mistakes_are_one_line(options, message):
     with pytest.raises(ConfigError, match=message):
