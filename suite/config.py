@@ -158,7 +158,7 @@ def parse_config(data: Mapping[str, Any]) -> RunConfig:
             raise ConfigError(f"{key} is {value}, below {least}", f"give {key} as an integer >= {least}")
     if config.seed >= 2**32:
         raise ConfigError(f"seed {config.seed} is too large", "give a seed below 2**32")
-    _check_device(config.device)
+    check_device(config.device)
     if config.workers < 1:
         raise ConfigError("workers must be at least 1", "give the number of evaluation workers (1: in-process)")
     from evosuite.fitness import parse_fitness
@@ -181,13 +181,14 @@ def load_config(path: str | Path) -> RunConfig:
     return parse_config(data or {})
 
 
-def _check_device(device: str) -> None:
-    """A device torch knows and this machine has: found now, not after the models load."""
+def check_device(device: str, *, cpu_fix: str = "use device: cpu") -> str:
+    """A device torch knows and this machine has, found now, not after the models load; returns its type."""
     import torch
 
     try:
         kind = torch.device(device).type
-    except (RuntimeError, ValueError):
+    except (RuntimeError, TypeError, ValueError):
         raise ConfigError(f"device {device!r} is not a torch device", "use cpu, cuda or cuda:N") from None
     if kind == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} is set but this machine has no CUDA GPU", "use device: cpu")
+        raise ConfigError(f"device {device!r} is set but this machine has no CUDA GPU", cpu_fix)
+    return kind

@@ -22,6 +22,7 @@ import yaml
 from safetensors import safe_open
 
 from evosuite.api import Progress
+from evosuite.config import check_device
 from evosuite.errors import ConfigError, ModelError
 from evosuite.merge.config import (
     LAYER_RE,
@@ -568,13 +569,7 @@ def _check_replaceable(out: Path) -> None:
 
 
 def _check_device(device: str) -> None:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise ConfigError(f"device {device!r} is not a torch device", "use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} asked for but no CUDA GPU is available", "use --device cpu")
-    if dev.type not in ("cpu", "cuda", "mps"):
+    if check_device(device, cpu_fix="use --device cpu") not in ("cpu", "cuda", "mps"):
         raise ConfigError(f"device {device!r} is not supported for merging", "use cpu or cuda")
 
 
