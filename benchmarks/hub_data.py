@@ -222,18 +222,15 @@ class HubBenchmark(Benchmark):
         #: Item id -> the prompt last sent for it, so the per-item results can show it.
         self._prompts: dict[int, str] = {}
 
-    def source(self, split: str) -> SplitSource:
+    def split_source(self, split: str) -> SplitSource:
         """The dataset, config and hub split that the benchmark's ``split`` reads."""
         if split not in self.splits:
             raise DataError(f"benchmark {self.name!r} has no split {split!r}", f"use one of {', '.join(self.splits)}")
         return self.split_sources.get(split) or SplitSource(self.dataset_id, split, self.dataset_config)
 
-    def split_source(self, split: str) -> SplitSource:
-        return self.source(split)
-
     def dataset_ids(self) -> list[str]:
         """The hub ids of the datasets the splits come from, in the order of ``splits``."""
-        return list(dict.fromkeys(self.source(split).dataset_id for split in self.splits))
+        return list(dict.fromkeys(self.split_source(split).dataset_id for split in self.splits))
 
     def local_copy(self, dataset_id: str) -> Path | None:
         """The local copy of ``dataset_id`` under ``data_dir`` (None: load from the hub).
@@ -257,7 +254,7 @@ class HubBenchmark(Benchmark):
                         f"{self.name} reads {' and '.join(ids)}: put each copy at <data_dir>/<owner>/<name>")
 
     def dataset(self, split: str):
-        source = self.source(split)
+        source = self.split_source(split)
         copy = self.local_copy(source.dataset_id)
         dataset = load_split(source.dataset_id, source.split, source.config, str(copy) if copy else None)
         check_columns(dataset, self.columns, source.dataset_id, str(copy) if copy else None)

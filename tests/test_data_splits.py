@@ -38,8 +38,8 @@ def mgsm_ja(**options):
 def test_mgsm_ja_searches_on_gsm8k_ja_and_holds_out_mgsm():
     bench = mgsm_ja(data_dir=str(MGSM_JA))
     assert bench.search_split == "gsm8k-ja" and bench.test_split == "test"
-    assert bench.source("gsm8k-ja") == SplitSource("SakanaAI/gsm8k-ja-test_250-1319", "test")
-    assert bench.source("test") == SplitSource("juletxara/mgsm", "test", "ja")
+    assert bench.split_source("gsm8k-ja") == SplitSource("SakanaAI/gsm8k-ja-test_250-1319", "test")
+    assert bench.split_source("test") == SplitSource("juletxara/mgsm", "test", "ja")
     assert bench.contaminated is False
 
     # The search items are the GSM8K-JA fixture's rows, in file order (answers worked by hand:
