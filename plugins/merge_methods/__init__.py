@@ -5,8 +5,9 @@ Every class implements ``MergeMethod.merge`` (one weight, any shape) and, for th
 Methods with ``takes_deltas = True`` receive task vectors (source - base) that they may overwrite;
 the others receive the sources themselves and must leave them untouched.
 
-One module per method (``linear``, ``slerp``, ``model_stock``, ``passthrough``) or family
-(``task_arithmetic``: task_arithmetic, ties, dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties, della,
+One module per method (``linear``, ``slerp``, ``model_stock``, ``passthrough``, ``nuslerp``, ``multislerp``,
+``karcher``, ``sce``, ``nearswap``, ``arcee_fusion``) or family (``ram``: ram, ramplus_tl;
+``task_arithmetic``: task_arithmetic, ties, dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties, della,
 della_linear: one class with two switches, how each task vector is trimmed and whether a majority sign is
 elected). Semantics follow mergekit 0.1.5 (see the docstrings).
 
@@ -26,6 +27,8 @@ METHODS = {
     "DareLinear": "task_arithmetic", "DareTies": "task_arithmetic", "Breadcrumbs": "task_arithmetic",
     "BreadcrumbsTies": "task_arithmetic", "Della": "task_arithmetic", "DellaLinear": "task_arithmetic",
     "ModelStock": "model_stock", "Passthrough": "passthrough",
+    "NuSlerp": "nuslerp", "MultiSlerp": "multislerp", "Karcher": "karcher", "Sce": "sce", "NearSwap": "nearswap",
+    "ArceeFusion": "arcee_fusion", "Ram": "ram", "RamPlusTL": "ram",
 }
 
 
