@@ -34,7 +34,7 @@ def merge(method, tensors, base, model_params=None, **global_params):
 def close(actual, expected, tol=1e-5):
     expected = torch.as_tensor(expected, dtype=actual.dtype)
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    assert torch.allclose(actual, expected, atol=tol), actual
+    assert torch.allclose(actual, expected, rtol=0, atol=tol), actual
 
 
 def weights(*values):
@@ -115,6 +115,9 @@ def test_multislerp_is_the_normalized_direction_mean_times_the_mean_norm():
     close(merge(mm.MultiSlerp(), [a, b], None, weights(1, 3)), [1.185854, 3.557562])
     # not normalized: weights 1, 1 -> the same direction, norm 3 + 4 = 7
     close(merge(mm.MultiSlerp(), [a, b], None, weights(1, 1), normalize_weights=False), [7 * R2, 7 * R2])
+    # eps 0.5: u = [3/3.5, 0], [0, 4/4.5]; m = [0.428571, 0.444444], |m| = 0.617417; the exponential map of
+    # the zero tangent (norm taken as eps) gives cos(0.5) = 0.877583: 3.5 * 0.877583 * m / |m|
+    close(merge(mm.MultiSlerp(), [a, b], None, weights(1, 1), eps=0.5), [2.132064, 2.211030])
 
 
 def test_multislerp_with_a_base_and_three_models():
@@ -177,6 +180,8 @@ def test_nearswap_takes_near_values_and_moves_toward_far_ones():
     # |diff| 0 -> floor 1e-6 -> w 1 -> 1; |diff| 4 -> w 0.025 -> 0.025 * 6 + 0.975 * 2 = 2.1
     close(merge(mm.NearSwap(), [other], base, t=0.1), [0.05, 0.1, 1, 2.1])
     close(merge(mm.NearSwap(), [other], base, t=0.0), base)
+    # |diff| 5e-7 is floored to 1e-6: w = 1e-7 / 1e-6 = 0.1 -> 0.1 * 5e-7 = 5e-8 (unfloored: w 0.2 -> 1e-7)
+    close(merge(mm.NearSwap(), [T(5e-7)], T(0.0), t=1e-7), [5e-8], tol=1e-10)
 
 
 # -- arcee_fusion ----------------------------------------------------------------------------------------------
@@ -238,6 +243,32 @@ def test_ramplus_tl_a_model_with_no_unique_entry_takes_alpha():
 def test_source_counts_are_checked(name, count, message):
     with pytest.raises(ConfigError, match=message):
         plugin_manager.get("methods", name).check_sources(count)
+
+
+@pytest.mark.parametrize("method, params, extra", [
+    (mm.NuSlerp(), weights(1, 1), {}), (mm.MultiSlerp(), weights(1, 2), {}), (mm.Karcher(), [{}, {}], {}),
+    (mm.NearSwap(), [{}], {"t": 0.5}), (mm.ArceeFusion(), [{}], {})])
+def test_methods_given_the_models_themselves_leave_them_untouched(method, params, extra):
+    from evosuite.merge.sparsify import Scratch
+
+    base = T(1, 2, 3, 4, 5, 6)
+    sources = [T(2, 0, 3, 1, 5, 9), T(0, 2, 1, 4, 4, 6)][:len(params)]
+    copies = [s.clone() for s in sources]
+    global_params = {**method.global_parameters, **extra}
+    method.merge_flat(sources, base.clone(), params, global_params, generator=torch.Generator().manual_seed(0),
+                      out=torch.empty(6), work=Scratch("cpu"), shape=(2, 3))
+    assert all(torch.equal(s, c) for s, c in zip(sources, copies))
+
+
+def test_in_memory_merger_gives_nuslerp_the_base():
+    from evosuite.merge import TaskVectorMerger
+
+    # the PS space passes the run's base to every method: nuslerp then interpolates the task vectors
+    base, a, b = {"w": T(1, 1)}, {"w": T(2, 1)}, {"w": T(1, 2)}
+    out = {"w": torch.zeros(2)}
+    TaskVectorMerger(base, [a, b], mm.NuSlerp()).merge_into(
+        out, lambda name: (weights(1, 1), dict(mm.NuSlerp.global_parameters)))
+    close(out["w"], [1 + R2, 1 + R2])
 
 
 # -- end to end: `evosuite merge` on tiny models ---------------------------------------------------------------
