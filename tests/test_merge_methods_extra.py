@@ -128,6 +128,11 @@ def test_multislerp_with_a_base_and_three_models():
     close(merge(mm.MultiSlerp(), models, base, weights(1, 1, 1)), [1 + d, 1 + d, 1 - d])
 
 
+def test_multislerp_zero_model_with_eps_zero_has_no_direction():
+    # [0, 0] adds nothing to m = 0.5 [1, 0]; mean norm 0.5 * 0 + 0.5 * 2 = 1 -> [1, 0] (not NaN)
+    close(merge(mm.MultiSlerp(), [T(0, 0), T(2, 0)], None, weights(1, 1), eps=0.0), [1.0, 0.0])
+
+
 def test_multislerp_opposite_models():
     # two: the directions cancel, so it falls back to 0.5 a + 0.5 b
     close(merge(mm.MultiSlerp(), [T(1, 0), T(-1, 0)], None, weights(1, 1)), [0.0, 0.0])

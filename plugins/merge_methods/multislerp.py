@@ -55,7 +55,8 @@ class MultiSlerp(BuiltinMethod):
         norms = [_norm(x) for x in vectors]
         out.zero_()
         for x, w, n in zip(vectors, weights, norms):
-            out.add_(x, alpha=w / (n + eps))
+            if n + eps > 0:  # a zero vector with eps 0 has no direction (mergekit: NaN)
+                out.add_(x, alpha=w / (n + eps))
         mean_norm = _norm(out)
         if mean_norm < eps:
             if len(vectors) != 2:
