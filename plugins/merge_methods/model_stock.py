@@ -9,7 +9,11 @@ from evosuite.plugins.merge_methods.base import BuiltinMethod
 
 class ModelStock(BuiltinMethod):
     """Model stock: base + t * mean(task vectors), t = N cos / (1 + (N - 1) cos), cos the mean pairwise
-    cosine of the task vectors (per row with ``filter_wise``; norms product clamped to 1e-6)."""
+    cosine of the task vectors (per row with ``filter_wise``; norms product clamped to 1e-6). Where
+    |1 + (N - 1) cos| < 1e-6 there is no finite t: t = 0 keeps the base there, as mergekit does."""
+
+    #: Below this |1 + (N - 1) cos| the interpolation factor is singular.
+    SINGULAR = 1e-6
 
     name = "model_stock"
     description = "Model stock: interpolate toward the average by the task vectors' angle"
@@ -32,7 +36,10 @@ class ModelStock(BuiltinMethod):
                 cosines.append(((a * b).sum(dim=-1) / norms.clamp(min=1e-6)).clamp(-1, 1))
         cos = torch.stack(cosines).mean(dim=0).unsqueeze(-1)
         count = len(rows)
-        t = (count * cos) / (1 + (count - 1) * cos)
+        denominator = 1 + (count - 1) * cos
+        singular = denominator.abs() < self.SINGULAR
+        t = torch.where(singular, torch.zeros_like(cos), count * cos / denominator.masked_fill(singular, 1.0))
+        work.round_(t)
         mean = out.view(rows[0].shape).copy_(rows[0])
         for r in rows[1:]:
             mean.add_(r)
