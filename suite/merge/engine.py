@@ -25,6 +25,7 @@ from evosuite.api import Progress
 from evosuite.config import check_device
 from evosuite.errors import ConfigError, ModelError
 from evosuite.merge.config import (
+    DTYPES,
     LAYER_RE,
     MergeConfig,
     ModelEntry,
@@ -645,7 +646,9 @@ def merge_from_config(config: str | Path | Mapping[str, Any] | MergeConfig, out_
     if shard_size <= 0:
         raise ConfigError(f"shard size {shard_size} is not positive", "give a size in bytes, e.g. 5000000000")
     _check_device(device)
-    plan = build_plan(cfg, out, dtype=dtype, compute_dtype=compute_dtype, shard_size=shard_size)
+    plan = build_plan(cfg, out, dtype=DTYPES.get(dtype, dtype) if dtype else None,
+                      compute_dtype=DTYPES.get(compute_dtype, compute_dtype) if compute_dtype else None,
+                      shard_size=shard_size)
     for source in _sources(plan):
         if source.path.resolve() == out.resolve() or out.resolve() in source.path.resolve().parents:
             raise ConfigError(f"output directory {out} holds the source model {source.ref!r}",
