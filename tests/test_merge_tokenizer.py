@@ -333,3 +333,22 @@ def test_base_tokens_past_its_rows_are_stripped(models, tmp_path):
     t = "model.embed_tokens.weight"
     torch.testing.assert_close(emb[67], row(src, "a", t, "xy"))  # only the base has "xy"
     torch.testing.assert_close(emb[9], 0.5 * row(src, "a", t, DEFAULT[9]) + 0.5 * row(src, "b", t, DEFAULT[9]))
+
+
+def test_a_longer_tokenizer_source_resizes_the_embeddings(models, tmp_path):
+    from evosuite.testing.models import char_tokenizer
+
+    root, src = models
+    longer = tmp_path / "tok"  # a tokenizer alone: A's 68 tokens, then "pq" and "zz", which no model has
+    char_tokenizer(DEFAULT, ("xy", "pq", "zz")).save_pretrained(longer)
+    out = merge_from_config(linear(root, "a", "a", "b", tokenizer_source=str(longer)), tmp_path / "out")
+    result = merged(out)
+    for tensor in EMBEDS:
+        assert result[tensor].shape == (70, 32)  # resized to the tokenizer, as mergekit does
+        assert torch.count_nonzero(result[tensor][68:]) == 0  # no model has them: zero rows
+        torch.testing.assert_close(result[tensor][67], row(src, "a", tensor, "xy"))  # only A has "xy"
+        i = DEFAULT.index("q")
+        torch.testing.assert_close(result[tensor][i],
+                                   0.5 * row(src, "a", tensor, "q") + 0.5 * row(src, "b", tensor, "q"))
+    model, tokenizer = load_with_transformers(out)
+    assert len(tokenizer) == 70 == model.config.vocab_size

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from evosuite.api import REQUIRED
@@ -11,21 +9,17 @@ from evosuite.plugins.merge_methods.base import BuiltinMethod
 
 SLERP_DOT_THRESHOLD = 0.9995
 SLERP_EPS = 1e-8
-
-ELECTION_CHUNK = 1 << 16
-
-
-def _dot(a: torch.Tensor, b: torch.Tensor, chunk: int = 1 << 14) -> float:
-    """Dot product of two flat float32 tensors, float32 within short chunks and float64 across them:
-    as accurate as a float64 dot (relative error ~1e-8) without float64 copies of the tensors."""
-    return math.fsum(float(torch.dot(a[s:s + chunk], b[s:s + chunk])) for s in range(0, a.numel(), chunk))
+#: mergekit reduces norms and the dot product over chunks of this many entries (then over the chunks).
+CHUNK = 1 << 20
 
 
 class SlerpMerge(BuiltinMethod):
     """Spherical interpolation from the base (t = 0) to the other model (t = 1), over the whole tensor.
 
     Directions are normalized (norms at most 1e-8 left alone), their dot product clamped to [-1, 1];
-    when |dot| > 0.9995 it is plain linear interpolation.
+    when |dot| > 0.9995 it is plain linear interpolation. Every step is mergekit's float32 arithmetic in
+    its order (norms of chunk norms, the dot of the normalized chunks, float32 sines), so the results
+    agree to the bit.
     """
 
     name = "slerp"
@@ -36,17 +30,28 @@ class SlerpMerge(BuiltinMethod):
     model_parameters = {}
 
     def merge_flat(self, sources, base, model_params, global_params, *, generator, out, work, shape):
-        t = float(global_params["t"])
+        t = torch.tensor(float(global_params["t"]), dtype=torch.float32)
         v0, v1 = base, sources[0]
-        n0 = math.sqrt(_dot(v0, v0))
-        n1 = math.sqrt(_dot(v1, v1))
-        dot = _dot(v0, v1) / ((n0 if n0 > SLERP_EPS else 1.0) * (n1 if n1 > SLERP_EPS else 1.0))
-        dot = min(1.0, max(-1.0, dot))
-        if abs(dot) > SLERP_DOT_THRESHOLD:
-            s0, s1 = 1.0 - t, t
+        n = v0.numel()
+        starts = range(0, n, CHUNK)
+        norm0 = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(v0[s:s + CHUNK]) for s in starts]))
+        norm1 = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(v1[s:s + CHUNK]) for s in starts]))
+        norm0 = torch.where(norm0 > SLERP_EPS, norm0, 1)
+        norm1 = torch.where(norm1 > SLERP_EPS, norm1, 1)
+        x, y = work.get("slerp_x", min(n, CHUNK)), work.get("slerp_y", min(n, CHUNK))
+        parts = []
+        for s in starts:
+            size = min(CHUNK, n - s)
+            torch.div(v0[s:s + size], norm0, out=x[:size])
+            torch.div(v1[s:s + size], norm1, out=y[:size])
+            parts.append(x[:size].mul_(y[:size]).sum())
+        dot = torch.stack(parts).sum().clamp(-1, 1)
+        if dot.abs() > SLERP_DOT_THRESHOLD:
+            coef0, coef1 = 1 - t, t
         else:
-            theta = math.acos(dot)
-            s0 = math.sin((1.0 - t) * theta) / math.sin(theta)
-            s1 = math.sin(t * theta) / math.sin(theta)
-        torch.mul(v0, s0, out=out)
-        out.add_(v1, alpha=s1)
+            theta = torch.acos(dot)
+            coef0 = torch.sin((1 - t) * theta) / torch.sin(theta)
+            coef1 = torch.sin(t * theta) / torch.sin(theta)
+        torch.mul(v0, coef0, out=out)
+        scaled = work.get("slerp_scaled", n)
+        out.add_(torch.mul(v1, coef1, out=scaled))

@@ -65,25 +65,29 @@ class TaskArithmeticFamily(BuiltinMethod):
             della_(delta, density, epsilon, shape=shape, generator=generator, rescale=rescale, work=work)
 
     def merge_flat(self, sources, base, model_params, global_params, *, generator, out, work, shape):
+        # ``work.round_`` marks where mergekit, computing in a narrow recipe dtype, rounds (nothing in float32).
         n = base.numel()
         rescale = bool(global_params["rescale"])
-        weights = [float(p["weight"]) for p in model_params]
+        weights = [work.round_value(float(p["weight"])) for p in model_params]
         for delta, params, w in zip(sources, model_params, weights):
             if self.trim is not None:
                 self._trim(delta, params, rescale, generator, work, shape)
+                if rescale:
+                    work.round_(delta)
             if w != 1.0:
-                delta.mul_(w)
+                work.round_(delta.mul_(w))
         normalize = bool(global_params["normalize"])
         lam = float(global_params["lambda"])
         if not self.sign_election:
             out.copy_(sources[0])
             for delta in sources[1:]:
                 out.add_(delta)
+            work.round_(out)
             if normalize:
-                divisor = float(torch.tensor(weights, dtype=torch.float32).sum())
-                out.div_(1.0 if abs(divisor) < 1e-8 else divisor)
+                divisor = work.round_value(float(torch.tensor(weights, dtype=torch.float32).sum()))
+                work.round_(out.div_(1.0 if abs(divisor) < 1e-8 else divisor))
             if lam != 1.0:
-                out.mul_(lam)
+                work.round_(out.mul_(lam))
             out.add_(base)
             return
         # Sign election is a dozen elementwise passes: run them chunk by chunk so that they stay in cache.
@@ -107,11 +111,13 @@ class TaskArithmeticFamily(BuiltinMethod):
             out.addcmul_(delta, keep)
             if divisor is not None:
                 divisor.add_(keep, alpha=w)
+        work.round_(out)
         if divisor is not None:
+            work.round_(divisor)
             divisor.masked_fill_(torch.eq(divisor, 0, out=work.get("zero", size, torch.bool)), 1.0)
-            out.div_(divisor)
+            work.round_(out.div_(divisor))
         if lam != 1.0:
-            out.mul_(lam)
+            work.round_(out.mul_(lam))
         out.add_(base)
 
 

@@ -27,14 +27,19 @@ def parse_size(text: str) -> int:
 @cli.command()
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.argument("out_dir", type=click.Path(file_okay=False))
-@click.option("--dtype", help="Output dtype (float32, bfloat16, float16); default: the config's or the base's.")
+@click.option("--dtype", help="Output dtype (float32, bfloat16, float16); default: the config's out_dtype or dtype, "
+              "else the checkpoints'.")
+@click.option("--compute-dtype", default=None,
+              help="Dtype to compute in; default: mergekit's (the config's dtype, else the checkpoints', e.g. "
+                   "bfloat16). float32 is the precise path.")
+@click.option("--strict", is_flag=True, help="Refuse parameters the merge method does not use (default: warn).")
 @click.option("--device", default="cpu", show_default=True, help="Where to compute (cpu, cuda...).")
 @click.option("--shard-size", default="5GB", show_default=True, help="Largest safetensors shard.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of random methods (DARE, DELLA).")
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: $EVOSUITE_THREADS or 1).")
 @click.option("--force", is_flag=True, help="Replace OUT_DIR if it exists.")
 @click.option("--dry-run", is_flag=True, help="Validate the config and print the plan; write nothing.")
-def merge(config, out_dir, dtype, device, shard_size, seed, threads, force, dry_run):
+def merge(config, out_dir, dtype, compute_dtype, strict, device, shard_size, seed, threads, force, dry_run):
     """Merge the models of a mergekit YAML CONFIG into OUT_DIR (a Hugging Face model directory).
 
     Methods: linear, slerp, task_arithmetic, ties, dare_linear, dare_ties, breadcrumbs(_ties), della(_linear),
@@ -50,7 +55,7 @@ def merge(config, out_dir, dtype, device, shard_size, seed, threads, force, dry_
     size = parse_size(shard_size)
     if dry_run:
         plan = merge_from_config(config, out_dir, dtype=dtype, device=device, shard_size=size, seed=seed,
-                                 force=force, dry_run=True)
+                                 force=force, dry_run=True, compute_dtype=compute_dtype, strict=strict)
         click.echo(plan.describe())
         return
     with Progress(TextColumn("merging"), BarColumn(), MofNCompleteColumn(), TextColumn("tensors"),
@@ -59,5 +64,5 @@ def merge(config, out_dir, dtype, device, shard_size, seed, threads, force, dry_
         out = merge_from_config(config, out_dir, dtype=dtype, device=device, shard_size=size, seed=seed,
                                 force=force, progress=lambda done, total: bar.update(task, completed=done,
                                                                                      total=total),
-                                threads=threads)
+                                threads=threads, compute_dtype=compute_dtype, strict=strict)
     click.echo(f"merged model written to {out}")

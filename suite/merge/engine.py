@@ -25,6 +25,7 @@ from evosuite.api import Progress
 from evosuite.config import check_device
 from evosuite.errors import ConfigError, ModelError
 from evosuite.merge.config import (
+    DTYPES,
     LAYER_RE,
     MergeConfig,
     ModelEntry,
@@ -33,6 +34,7 @@ from evosuite.merge.config import (
     tensor_position,
 )
 from evosuite.merge.in_memory import merge_tensor
+from evosuite.merge.lora import load_adapter, resolve_adapter_dir, split_lora_ref
 from evosuite.merge.sparsify import Scratch
 from evosuite.merge.tokenizer import OutputVocabulary, align_rows, build_output_vocabulary
 from evosuite.merge.vocabulary import remap_token_ids
@@ -66,7 +68,8 @@ class ModelSource:
 
     def __init__(self, ref: str):
         self.ref = ref
-        self.path = self._resolve(ref)
+        lora = split_lora_ref(ref)
+        self.path = self._resolve(lora[0] if lora else ref)
         index = self.path / "model.safetensors.index.json"
         if index.is_file():
             try:
@@ -98,6 +101,11 @@ class ModelSource:
                 self.meta[tensor] = (tuple(info["shape"]), info["dtype"])
                 self.offsets[tensor] = data_start + int(info["data_offsets"][0])
         self.config = self._read_config()
+        #: ``MODEL+LORA``: the adapter merged into the tensors it changes, as they are read.
+        self.adapter = None
+        if lora:
+            shapes = {name: shape for name, (shape, _) in self.meta.items()}
+            self.adapter = load_adapter(ref, resolve_adapter_dir(lora[1], self._resolve), shapes)
 
     @staticmethod
     def _resolve(ref: str) -> Path:
@@ -155,11 +163,14 @@ class ModelSource:
         handle = self._handles.get(file)
         if handle is None:
             handle = self._handles[file] = safe_open(str(self.path / file), framework="pt", device="cpu")
-        return handle.get_tensor(name)
+        tensor = handle.get_tensor(name)
+        return self.adapter.apply(name, tensor) if self.adapter else tensor
 
     def read_into(self, name: str, out: torch.Tensor, staging: torch.Tensor) -> torch.Tensor:
         """Read one tensor's bytes straight into flat CPU ``out`` (converting its dtype through the uint8
         ``staging`` buffer when it differs): no mapping stays resident, no allocation per tensor."""
+        if self.adapter is not None and name in self.adapter.changes:
+            return out.copy_(self.get(name).reshape(-1))
         shape, st_dtype = self.meta[name]
         dtype = FROM_ST[st_dtype]
         numel = int(torch.Size(shape).numel())
@@ -215,6 +226,8 @@ class TensorJob:
     embedding: bool = False
     #: The base model of the job's merge (its rows are the default for tokens other models lack).
     base_model: str | None = None
+    #: The dtype the merge computes in (rounding emulated in float32 buffers when narrower).
+    compute: torch.dtype = torch.float32
 
     @property
     def nbytes(self) -> int:
@@ -251,6 +264,7 @@ class MergePlan:
                  f"tensors:      {len(self.jobs)} in {len(self.shards)} shard(s), "
                  f"{self.total_bytes / 1024**3:.2f} GiB, {self.num_layers} layers",
                  f"dtype:        {str(self.jobs[0].dtype).replace('torch.', '') if self.jobs else '?'}",
+                 f"computed in:  {str(self.jobs[0].compute).replace('torch.', '') if self.jobs else '?'}",
                  f"tokenizer:    {tokenizer}",
                  *([f"vocabulary:   {self.vocabulary.summary}"] if self.vocabulary else []),
                  f"output:       {self.out_dir}"]
@@ -295,13 +309,18 @@ def _order_key(name: str) -> tuple:
     return (0 if "embed" in name else 2, 0, name)
 
 
-def build_plan(config: MergeConfig, out_dir: Path, *, dtype: str | None = None,
+def build_plan(config: MergeConfig, out_dir: Path, *, dtype: str | None = None, compute_dtype: str | None = None,
                shard_size: int = DEFAULT_SHARD_SIZE) -> MergePlan:
-    """Open every model's headers, check names and shapes, and lay the output tensors out in shards."""
+    """Open every model's headers, check names and shapes, and lay the output tensors out in shards.
+
+    As mergekit, each tensor is computed in the recipe's ``dtype``, else in the promoted dtype of its inputs
+    (bfloat16 for bfloat16 checkpoints), and written in ``out_dtype``, else in that compute dtype.
+    ``compute_dtype`` overrides the first (float32: the precise path), ``dtype`` the second."""
     refs: dict[str, ModelSource] = {}
     out_dtype_name = dtype or config.dtype
-    if out_dtype_name is not None and out_dtype_name not in TORCH_DTYPES:
-        raise ConfigError(f"unknown dtype {out_dtype_name!r}", f"valid dtypes: {', '.join(TORCH_DTYPES)}")
+    for given in (out_dtype_name, compute_dtype):
+        if given is not None and given not in TORCH_DTYPES:
+            raise ConfigError(f"unknown dtype {given!r}", f"valid dtypes: {', '.join(TORCH_DTYPES)}")
     jobs: list[TensorJob] = []
 
     aligned = config.tokenizer is not None
@@ -311,10 +330,11 @@ def build_plan(config: MergeConfig, out_dir: Path, *, dtype: str | None = None,
         sources = [(e, _open(refs, e.model), n) for e, n in entries]
         others = ([base] if base else []) + [(s, n) for _, s, n in sources]
         shape = _check_shapes(name, ref_src, ref_name, others, aligned=aligned)
-        st_dtype = (base[0] if base else sources[0][1]).meta[base_name if base else sources[0][2]][1]
-        out_dtype = TORCH_DTYPES[out_dtype_name] if out_dtype_name else FROM_ST.get(st_dtype, torch.float32)
+        mergekit_dtype = _promoted([src.meta[n][1] for src, n in others], config.compute_dtype)
+        out_dtype = TORCH_DTYPES[out_dtype_name] if out_dtype_name else mergekit_dtype
+        compute = TORCH_DTYPES[compute_dtype] if compute_dtype else mergekit_dtype
         jobs.append(TensorJob(name, t, base, sources, scopes, shape, out_dtype, ref_src.is_embedding(ref_name),
-                              base_model))
+                              base_model, compute))
 
     if config.slices is None:
         base_ref = config.base_model
@@ -383,7 +403,7 @@ def build_plan(config: MergeConfig, out_dir: Path, *, dtype: str | None = None,
         shards[-1].append(job)
         size += job.nbytes
 
-    tokenizer, warnings = None, list(vocabulary.warnings) if vocabulary else []
+    tokenizer, warnings = None, list(config.warnings) + (list(vocabulary.warnings) if vocabulary else [])
     if vocabulary is None:  # copied as is from the base (mergekit's copy_tokenizer)
         tok_ref = config.base_model or (config.models[0].model if config.models else reference.ref)
         tok_src = _open(refs, tok_ref)
@@ -392,6 +412,16 @@ def build_plan(config: MergeConfig, out_dir: Path, *, dtype: str | None = None,
         else:
             warnings.append(f"model {tok_ref!r} has no tokenizer files; the output has none")
     return MergePlan(config, out_dir, jobs, shards, reference, tokenizer, num_layers, warnings, vocabulary)
+
+
+def _promoted(st_dtypes: list[str], recipe_dtype: str | None) -> torch.dtype:
+    """mergekit's compute dtype for one tensor: the recipe's ``dtype``, else its inputs' promoted dtype."""
+    if recipe_dtype:
+        return TORCH_DTYPES[recipe_dtype]
+    dtype = FROM_ST.get(st_dtypes[0], torch.float32)
+    for name in st_dtypes[1:]:
+        dtype = torch.promote_types(dtype, FROM_ST.get(name, torch.float32))
+    return dtype if dtype in TORCH_DTYPES.values() else torch.float32
 
 
 def _output_vocabulary(config: MergeConfig, refs: dict[str, ModelSource], jobs: list[TensorJob],
@@ -461,6 +491,7 @@ def _write(plan: MergePlan, tmp: Path, *, seed: int, device: str, progress: Prog
             f.write(_shard_header(shard))
             for job in shard:
                 numel = int(torch.Size(job.shape).numel())
+                work.round_to = dev_work.round_to = _narrow(job.compute)
                 base = None
                 staging = work.get("staging", numel * 8, torch.uint8)
                 aligned = _aligned_inputs(plan.vocabulary, job) if job.embedding and plan.vocabulary else None
@@ -472,6 +503,7 @@ def _write(plan: MergePlan, tmp: Path, *, seed: int, device: str, progress: Prog
                         base = src.read_into(name, work.get("base", numel), staging)
                         if not on_cpu:
                             base = dev_work.get("base", numel).copy_(base)
+                    dev_work.round_(base)  # mergekit reads its inputs in the compute dtype
                 inputs = []
                 for i, (_, src, name) in enumerate(job.sources):
                     if aligned is not None:
@@ -480,8 +512,9 @@ def _write(plan: MergePlan, tmp: Path, *, seed: int, device: str, progress: Prog
                         x = src.read_into(name, work.get(f"src{i}", numel), staging)
                         if not on_cpu:
                             x = dev_work.get(f"src{i}", numel).copy_(x)
+                    dev_work.round_(x)
                     if takes_deltas:
-                        x.sub_(base)
+                        dev_work.round_(x.sub_(base))
                     inputs.append(x)
                 model_params = [resolve_parameters(method.model_parameters, [entry.parameters, *job.scopes],
                                                    job.name, job.t, owner=f"model {entry.model!r}")
@@ -490,6 +523,7 @@ def _write(plan: MergePlan, tmp: Path, *, seed: int, device: str, progress: Prog
                                                    owner="the merge")
                 out = merge_tensor(method, job.name, base, inputs, model_params, global_params, seed=seed,
                                    out=dev_work.get("out", numel), work=dev_work, shape=job.shape)
+                dev_work.round_(out)  # the compute dtype's result, then the output dtype
                 result = out if job.dtype == torch.float32 else out.to(job.dtype)
                 f.write(_tensor_bytes(result.cpu()))
                 weight_map[job.name] = file_name
@@ -508,10 +542,18 @@ def _write(plan: MergePlan, tmp: Path, *, seed: int, device: str, progress: Prog
         for name in TOKENIZER_FILES:
             if (plan.tokenizer.path / name).is_file():
                 shutil.copy2(plan.tokenizer.path / name, tmp / name)
+    if plan.config.chat_template is not None:
+        from evosuite.merge.chat_template import set_chat_template
+
+        set_chat_template(tmp, plan.config.chat_template, [s.path for s in _sources(plan)])
     (tmp / "README.md").write_text(_model_card(plan))
     # The marker: what evosuite wrote here, so that --force later replaces only a folder of its own.
     written = sorted(p.name for p in tmp.iterdir())
     (tmp / MERGE_MARKER).write_text(json.dumps({"files": written}, indent=2) + "\n")
+
+
+def _narrow(dtype: torch.dtype) -> torch.dtype | None:
+    return None if dtype in (torch.float32, torch.float64) else dtype
 
 
 def _aligned_inputs(vocabulary: OutputVocabulary, job: TensorJob) -> dict[str, torch.Tensor]:
@@ -583,15 +625,19 @@ def _sources(plan: MergePlan) -> list[ModelSource]:
 def merge_from_config(config: str | Path | Mapping[str, Any] | MergeConfig, out_dir: str | Path, *,
                       dtype: str | None = None, device: str = "cpu", shard_size: int = DEFAULT_SHARD_SIZE,
                       seed: int = 0, force: bool = False, dry_run: bool = False,
-                      progress: Progress | None = None, threads: int | None = None) -> Path | MergePlan:
+                      progress: Progress | None = None, threads: int | None = None,
+                      compute_dtype: str | None = None, strict: bool = False) -> Path | MergePlan:
     """Merge the models of a mergekit YAML config into a Hugging Face model directory ``out_dir``.
 
     ``dtype`` overrides the config's; ``shard_size`` is in bytes; ``seed`` fixes random methods;
     ``force`` replaces an existing ``out_dir``; ``dry_run`` validates everything and returns the
     ``MergePlan`` without writing; ``progress(done, total)`` is called per tensor; ``threads`` sets
-    torch's thread count for the merge (restored after). Returns the output path.
+    torch's thread count for the merge (restored after); ``compute_dtype`` overrides the dtype the merge
+    computes in (default: mergekit's, the recipe's ``dtype`` or the checkpoints'; "float32" is the precise
+    path); ``strict`` refuses parameters the method does not use (else they are ignored with a warning).
+    Returns the output path.
     """
-    cfg = config if isinstance(config, MergeConfig) else load_config(config)
+    cfg = config if isinstance(config, MergeConfig) else load_config(config, strict=strict)
     out = Path(out_dir).expanduser().absolute()
     if out.exists() and not (out.is_dir() and not any(out.iterdir())):
         if not force:
@@ -600,7 +646,9 @@ def merge_from_config(config: str | Path | Mapping[str, Any] | MergeConfig, out_
     if shard_size <= 0:
         raise ConfigError(f"shard size {shard_size} is not positive", "give a size in bytes, e.g. 5000000000")
     _check_device(device)
-    plan = build_plan(cfg, out, dtype=dtype, shard_size=shard_size)
+    plan = build_plan(cfg, out, dtype=DTYPES.get(dtype, dtype) if dtype else None,
+                      compute_dtype=DTYPES.get(compute_dtype, compute_dtype) if compute_dtype else None,
+                      shard_size=shard_size)
     for source in _sources(plan):
         if source.path.resolve() == out.resolve() or out.resolve() in source.path.resolve().parents:
             raise ConfigError(f"output directory {out} holds the source model {source.ref!r}",

@@ -17,11 +17,30 @@ RESCALE_EPS = 1e-7
 
 
 class Scratch:
-    """Named, growing scratch buffers: ``get(name, numel, dtype)`` returns a flat view, reused next time."""
+    """Named, growing scratch buffers: ``get(name, numel, dtype)`` returns a flat view, reused next time.
 
-    def __init__(self, device: str | torch.device = "cpu"):
+    ``round_to`` is the merge's compute dtype when it is narrower than float32 (mergekit computes in the
+    recipe's ``dtype``): methods keep float32 buffers and call ``round_`` where mergekit's arithmetic
+    would produce a tensor of that dtype, so that both round at the same steps.
+    """
+
+    def __init__(self, device: str | torch.device = "cpu", round_to: torch.dtype | None = None):
         self.device = torch.device(device)
         self._buffers: dict[tuple[str, torch.dtype], torch.Tensor] = {}
+        self.round_to = None if round_to in (None, torch.float32, torch.float64) else round_to
+
+    def round_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` rounded in place to the compute dtype (nothing in float32)."""
+        if self.round_to is not None:
+            narrow = self.get("round", tensor.numel(), self.round_to).view(tensor.shape)
+            tensor.copy_(narrow.copy_(tensor))
+        return tensor
+
+    def round_value(self, value: float) -> float:
+        """A scalar as the compute dtype holds it (mergekit puts weights in a tensor of that dtype)."""
+        if self.round_to is None:
+            return value
+        return float(torch.tensor(value, dtype=self.round_to))
 
     def get(self, name: str, numel: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         key = (name, dtype)
@@ -92,9 +111,12 @@ def _keep_top_k_(delta: torch.Tensor, mag: torch.Tensor, k: int, drop: torch.Ten
 
 
 def magnitude_(delta: torch.Tensor, density: float, *, rescale: bool = False, work: Scratch | None = None):
-    """TIES trimming: keep the k = max(1, int(density * numel)) largest |delta| over the whole tensor."""
+    """TIES trimming: keep the k = max(1, int(density * numel)) largest |delta| over the whole tensor;
+    density 0 (or less) zeroes the delta, as mergekit does."""
     if density >= 1:
         return delta
+    if density <= 0:
+        return delta.zero_()
     work = work or Scratch(delta.device)
     n = delta.numel()
     k = max(1, int(density * n))
@@ -119,8 +141,10 @@ def random_(delta: torch.Tensor, density: float, *, generator: torch.Generator, 
 
 def breadcrumbs_(delta: torch.Tensor, density: float, gamma: float = 0.01, *, rescale: bool = False,
                  work: Scratch | None = None):
-    """Breadcrumbs trimming: drop the ``gamma`` fraction of largest |delta| and the smallest, keeping
-    int(density * numel) entries (fewer top entries are dropped when both do not fit)."""
+    """Breadcrumbs trimming: drop the ``gamma`` fraction of largest |delta| and the smallest, keeping exactly
+    int(density * numel) entries (fewer top entries are dropped when both do not fit). As mergekit: the
+    entries ranked n_bot .. n_bot + target - 1 in an ascending sort of |delta| survive, so ties at either
+    cut-off are split the way that sort orders them."""
     if density >= 1:
         return delta
     work = work or Scratch(delta.device)
@@ -131,37 +155,36 @@ def breadcrumbs_(delta: torch.Tensor, density: float, gamma: float = 0.01, *, re
     if n_bot < 0:
         n_top += n_bot
         n_bot = 0
+    if target <= 0:
+        return delta.zero_()
     mag = torch.abs(delta, out=work.get("mag", n))
     before = float(mag.sum()) if rescale else 0.0
-    keep = work.get("keep", n, torch.bool)
-    if target <= 0:
-        delta.zero_()
-        return delta
-    # entries ranked n_bot+1 .. n-n_top by increasing magnitude survive
+    drop = work.get("keep", n, torch.bool)
     lo = kth_largest(mag, n - n_bot)[0] if n_bot > 0 else -math.inf
     hi = kth_largest(mag, n_top + 1)[0] if n_top > 0 else math.inf
-    drop = torch.lt(mag, lo, out=keep)
+    torch.lt(mag, lo, out=drop)
     drop |= mag > hi
+    if n - int(torch.count_nonzero(drop)) != target:  # a tie at a cut-off: ask the sort mergekit uses
+        drop.fill_(True)
+        drop[torch.sort(mag, descending=False).indices[n_bot:n_bot + target]] = False
     delta.masked_fill_(drop, 0.0)
     return _rescale_(delta, before) if rescale else delta
 
 
 def della_(delta: torch.Tensor, density: float, epsilon: float, *, shape: tuple[int, ...],
            generator: torch.Generator, rescale: bool = True, work: Scratch | None = None):
-    """DELLA (MagPrune) trimming: within each row, keep an entry with probability growing linearly with
-    its magnitude rank, from density - epsilon (smallest) to density + epsilon (largest)."""
+    """DELLA (MagPrune) trimming: keep an entry with probability growing linearly with its magnitude rank,
+    from density - epsilon (smallest) to density + epsilon (largest). Ranks run along axis 1 of the
+    tensor's shape (the whole tensor when it is 1-D), as mergekit ranks them."""
     if density >= 1:
         return delta
     if density <= 0:
         return delta.zero_()
-    rows = delta.view(-1, shape[-1]) if len(shape) >= 2 else delta.view(1, -1)
+    full = delta.view(shape) if len(shape) >= 2 else delta.view(1, -1)
     before = float(delta.abs().sum()) if rescale else 0.0
-    cols = rows.shape[1]
-    order = rows.abs().argsort(dim=1)
-    ranks = torch.empty_like(order)
-    ranks.scatter_(1, order, torch.arange(cols, device=delta.device).expand_as(order))
-    rank_norm = ranks.to(torch.float32) / max(1, cols - 1)
-    probs = rank_norm.mul_(2 * epsilon).add_(density - epsilon)
-    draws = torch.rand(rows.shape, generator=generator, device=delta.device)
-    rows.masked_fill_(draws >= probs, 0.0)
+    size = full.shape[1]
+    ranks = full.abs().argsort(dim=1).argsort(dim=1)  # 0 for the smallest along axis 1
+    probs = ranks.to(torch.float32).div_(max(1, size - 1)).mul_(2 * epsilon).add_(density - epsilon)
+    draws = torch.rand(full.shape, generator=generator, device=delta.device)
+    full.masked_fill_(draws >= probs, 0.0)
     return _rescale_(delta, before) if rescale else delta
