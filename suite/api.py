@@ -84,6 +84,11 @@ class LoadedModel:
         """The layer a canonical name belongs to, or None for embeddings, final norm and head."""
         raise NotImplementedError
 
+    def checkpoint_name(self, canonical_name: str) -> str:
+        """The name a mergeable weight has in the checkpoint ``save`` writes (the name ``evosuite merge`` gives
+        it): random merge methods seed each tensor from it. Default: the canonical name."""
+        return canonical_name
+
     def generate(self, prompts: Sequence[str], images: Sequence[Any] | None = None, **options) -> list[str]:
         """Batched generation: one decoded completion (prompt excluded) per prompt.
 

@@ -25,8 +25,10 @@ from evosuite.errors import ConfigError, EvosuiteError
 #: How the engine finds a tensor's layer: the number after ``layers.``.
 LAYER_RE = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 
-TOP_LEVEL_KEYS = ("base_model", "dtype", "merge_method", "models", "name", "out_dtype", "parameters",
+TOP_LEVEL_KEYS = ("base_model", "dtype", "merge_method", "models", "name", "out_dtype", "parameters", "seed",
                   "slices", "tokenizer", "tokenizer_source")
+#: The run's own record beside the recipe in a run's ``best_recipe.yaml``: read by the report, not the merge.
+RUN_RECORD_KEYS = ("fitness", "genome", "recipe", "stages")
 DTYPES = {"float32": "float32", "fp32": "float32", "float": "float32", "float16": "float16", "fp16": "float16",
           "half": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}
 
@@ -94,6 +96,8 @@ class MergeConfig:
     raw: dict[str, Any]
     #: ``tokenizer_source`` or the ``tokenizer:`` block; None merges embeddings by index.
     tokenizer: TokenizerSpec | None = None
+    #: ``seed``: seeds random methods (DARE, DELLA) per tensor; evosuite's key (a run's best_recipe.yaml has it).
+    seed: int | None = None
 
     def referenced_models(self) -> list[str]:
         """Every model the config names, the base first, then in the config's order."""
@@ -245,7 +249,10 @@ def load_config(source: str | Path | Mapping[str, Any]) -> MergeConfig:
                               "fix the YAML syntax") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"merge config {path} is not a mapping", "see mergekit's config format")
-    extra = sorted(set(raw) - set(TOP_LEVEL_KEYS))
+    if "merge_method" not in raw and "no_mergekit_recipe" in raw:
+        raise ConfigError(f"this run's best_recipe.yaml holds no merge recipe: {raw['no_mergekit_recipe']}",
+                          "use the model the run exported (its model/ directory)")
+    extra = sorted(set(raw) - set(TOP_LEVEL_KEYS) - set(RUN_RECORD_KEYS))
     if extra:
         raise ConfigError(f"unknown key {extra[0]!r} in the merge config", f"valid keys: {', '.join(TOP_LEVEL_KEYS)}")
     name = raw.get("merge_method")
@@ -318,8 +325,11 @@ def load_config(source: str | Path | Mapping[str, Any]) -> MergeConfig:
     dtype = raw.get("out_dtype") or raw.get("dtype")
     if dtype is not None and (not isinstance(dtype, str) or dtype not in DTYPES):
         raise ConfigError(f"unknown dtype {dtype!r}", f"valid dtypes: {', '.join(sorted(set(DTYPES.values())))}")
+    seed = raw.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ConfigError(f"`seed: {seed!r}` is not an integer", "write e.g. `seed: 0`, or leave it out")
     result = MergeConfig(name, method, models, base, parameters, slices, DTYPES[dtype] if dtype else None,
-                         raw.get("tokenizer_source"), raw)
+                         raw.get("tokenizer_source"), raw, seed=seed)
     result.tokenizer = _tokenizer_spec(raw, result.referenced_models())
     return result
 
