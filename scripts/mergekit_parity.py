@@ -65,6 +65,10 @@ def resolve(recipe, paths: dict[str, str], layers: int):
 # -- the mergekit environment --------------------------------------------------------------------------------
 def mergekit_python(given: str | None) -> str:
     if given:
+        check = subprocess.run([given, "-c", "import mergekit"], capture_output=True, text=True)
+        if check.returncode != 0:
+            sys.exit(f"Error: {given} cannot import mergekit (give the python of a venv with {MERGEKIT}, "
+                     "or leave --mergekit-python out to make one)")
         return given
     from evosuite.cache import cache_dir
 
