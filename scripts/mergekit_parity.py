@@ -253,10 +253,10 @@ def print_table(rows: list[dict]) -> None:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for row in rows:
-        cells = [c.replace("|", "\\|") for c in table_cells(row)]
-        lines.append("| " + " | ".join(cells) + " |")
+    def line(cells):
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    lines = [line(COLUMNS), "|" + "---|" * len(COLUMNS)] + [line(table_cells(row)) for row in rows]
     return "\n".join(lines) + "\n"
 
 
