@@ -145,7 +145,7 @@ class HFModel(LoadedModel):
         return int(match.group(1)) if match else None
 
     def checkpoint_name(self, canonical_name: str) -> str:
-        # mergeable_parameters strips the decoder prefix; save_pretrained writes the module's own names.
+        # mergeable_parameters strips the decoder prefix; the state dict (a causal LM's checkpoint) keeps it.
         return canonical_name if canonical_name.startswith(self._head) else self._prefix + canonical_name
 
     # -- vocabulary and configuration (evosuite.vocab_alignment, the run's config report) -------------

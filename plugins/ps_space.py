@@ -74,8 +74,8 @@ class ParameterSpace(MergeSpace):
         self._group_of = {name: self._group_index(self._candidate.layer_index(name)) for name in self._out}
 
     def _seed_names(self) -> dict[str, str]:
-        """Each merged tensor's name in the exported checkpoint: random methods (DARE) seed from it, as
-        ``evosuite merge`` does, so the exported recipe draws the same masks."""
+        """Each merged tensor's full name (a causal LM's checkpoint name): random methods (DARE) seed from it,
+        as ``evosuite merge`` does, so the exported recipe draws the same masks."""
         return {name: self._candidate.checkpoint_name(name) for name in self._out}
 
     # -- configuration -----------------------------------------------------------------------------

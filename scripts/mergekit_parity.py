@@ -10,7 +10,8 @@ merges the same recipes here, both on one thread each. The models are written to
 removed afterwards.
 
 Verdicts: ``same`` (same tensor names, shapes and dtypes, every entry within one unit of rounding of the output
-dtype), ``differs``, ``evosuite refuses``, ``mergekit refuses``, ``both refuse``; for random methods (DARE,
+dtype), ``differs``, ``evosuite refuses``, ``mergekit refuses``, ``both refuse`` (``not in mergekit`` for a
+method marked ``mergekit_lacks``: evosuite alone, checked to repeat); for random methods (DARE,
 DELLA) ``same (stats)`` / ``differs (stats)`` compare the fraction of entries that moved off the base and the
 mean and spread of the change, and ``evo repeat`` says whether evosuite gave identical tensors twice with one
 seed. ``rc`` columns are the exit statuses the two command lines would give (0 merged; mergekit 1 when it
@@ -207,6 +208,8 @@ def same_stats(e: dict, m: dict) -> bool:
 
 def verdict(row: dict) -> str:
     mk, evo = row["mk_rc"], row["evo_rc"]
+    if mk is None:  # a method mergekit 0.1.5 lacks: only evosuite's own repeatability is checked
+        return "evosuite refuses" if evo != 0 else "not in mergekit"
     if mk != 0 and evo != 0:
         return "both refuse"
     if evo != 0:
@@ -234,7 +237,7 @@ def table_cells(row: dict) -> list[str]:
         note = "only in one: " + ", ".join(row["only_in_one"])
     elif both and row["entries_off"]:
         note = f"{row['entries_off']} entries off"
-    return [row["recipe"], row["family"], str(row["mk_rc"]), str(row["evo_rc"]),
+    return [row["recipe"], row["family"], "-" if row["mk_rc"] is None else str(row["mk_rc"]), str(row["evo_rc"]),
             _yes(row.get("names_equal")) if both else "", _yes(row.get("meta_equal")) if both else "",
             f"{row['max_diff']:.3g}" if both and row.get("max_diff") is not None else "",
             row["verdict"], _yes(row.get("evo_repeat")), note[:110]]
@@ -300,14 +303,15 @@ def main(argv: list[str] | None = None) -> int:
                 jobs.append({"id": job_id, "entry": entry, "family": family, "recipe": recipe, "seed": SEED,
                              "out": str(root / "mergekit" / job_id), "evo_out": str(root / "evosuite" / job_id)})
         (root / "jobs.json").write_text(json.dumps([{k: j[k] for k in ("id", "recipe", "out", "seed")}
-                                                    for j in jobs]))
+                                                    for j in jobs if not j["entry"].get("mergekit_lacks")]))
         env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
         mergekit_run = subprocess.Popen([python, str(DRIVER), str(root / "jobs.json"), str(root / "mk.json")],
                                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         evo_results = {}
         for job in jobs:
             evo_results[job["id"]] = evosuite_merge(job["recipe"], job["evo_out"])
-            if job["entry"].get("random") and evo_results[job["id"]]["rc"] == 0:
+            repeat = job["entry"].get("random") or job["entry"].get("mergekit_lacks")
+            if repeat and evo_results[job["id"]]["rc"] == 0:
                 evo_results[job["id"]]["repeat"] = evosuite_merge(job["recipe"], job["evo_out"] + "-repeat")
         _, mk_stderr = mergekit_run.communicate()
         mk_path = root / "mk.json"
@@ -327,8 +331,10 @@ def main(argv: list[str] | None = None) -> int:
 def compare(job: dict, evo: dict, mk: dict | None, root: Path) -> dict:
     import torch
 
-    mk = mk or {"rc": 1, "error": "mergekit's driver did not reach this recipe", "seconds": 0.0}
     entry = job["entry"]
+    if entry.get("mergekit_lacks"):
+        mk = {"rc": None, "error": "not in mergekit 0.1.5", "seconds": 0.0}
+    mk = mk or {"rc": 1, "error": "mergekit's driver did not reach this recipe", "seconds": 0.0}
     models = str(root / "models" / job["family"]) + "/"  # the temporary paths say nothing in the table
     row = {"recipe": entry["name"], "family": job["family"], "random": bool(entry.get("random")),
            "mk_rc": mk["rc"], "evo_rc": evo["rc"], "mk_error": mk["error"].replace(models, ""),
@@ -341,7 +347,7 @@ def compare(job: dict, evo: dict, mk: dict | None, root: Path) -> dict:
         if entry.get("random"):
             base = tensors(job["recipe"]["base_model"])
             row["stats"] = {"evosuite": change_stats(e, base), "mergekit": change_stats(m, base)}
-    if entry.get("random") and "repeat" in evo:
+    if "repeat" in evo:
         first, again = tensors(job["evo_out"]), tensors(job["evo_out"] + "-repeat")
         row["evo_repeat"] = set(first) == set(again) and all(torch.equal(first[n], again[n]) for n in first)
     row["verdict"] = verdict(row)

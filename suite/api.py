@@ -85,8 +85,9 @@ class LoadedModel:
         raise NotImplementedError
 
     def checkpoint_name(self, canonical_name: str) -> str:
-        """The name a mergeable weight has in the checkpoint ``save`` writes (the name ``evosuite merge`` gives
-        it): random merge methods seed each tensor from it. Default: the canonical name."""
+        """The weight's full name in the model's state dict (for a causal LM, the name its checkpoint and
+        ``evosuite merge`` give it): random merge methods seed each tensor from it, in a run as on disk.
+        Default: the canonical name."""
         return canonical_name
 
     def generate(self, prompts: Sequence[str], images: Sequence[Any] | None = None, **options) -> list[str]:

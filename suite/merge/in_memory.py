@@ -65,7 +65,7 @@ class TaskVectorMerger:
     ``base``: name -> tensor of the base model (None for methods without one); ``sources``: one
     name -> tensor mapping per merged model, in the order of the parameter lists; ``names``: the tensors
     to merge (default: all of the base's, or the first source's); ``device``: where the arithmetic runs;
-    ``seed_names``: name -> the tensor's name in the saved checkpoint, which random methods seed from
+    ``seed_names``: name -> the tensor's full name (its checkpoint name), which random methods seed from
     (default: the name itself).
     """
 
