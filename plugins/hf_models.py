@@ -144,6 +144,10 @@ class HFModel(LoadedModel):
         match = self._layer_pattern.match(canonical_name)
         return int(match.group(1)) if match else None
 
+    def checkpoint_name(self, canonical_name: str) -> str:
+        # mergeable_parameters strips the decoder prefix; the state dict (a causal LM's checkpoint) keeps it.
+        return canonical_name if canonical_name.startswith(self._head) else self._prefix + canonical_name
+
     # -- vocabulary and configuration (evosuite.vocab_alignment, the run's config report) -------------
     def vocab_parameters(self) -> list[str]:
         # A head tied to the embeddings is one tensor: ``named_parameters`` lists it once, under the embeddings.

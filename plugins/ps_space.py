@@ -17,6 +17,8 @@ Fixed recipes (``evosuite.plugins.recipes``): ``references`` builds the run's ba
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 from evosuite import hookimpl
@@ -67,8 +69,14 @@ class ParameterSpace(MergeSpace):
         self._merger = TaskVectorMerger(base.mergeable_parameters() if base is not None else None,
                                         [s.mergeable_parameters() for s in self.sources], self.method,
                                         names=list(self._out), device=next(iter(self._out.values())).device,
-                                        precompute_deltas=bool(self.settings["precompute_deltas"]))
+                                        precompute_deltas=bool(self.settings["precompute_deltas"]),
+                                        seed_names=self._seed_names())
         self._group_of = {name: self._group_index(self._candidate.layer_index(name)) for name in self._out}
+
+    def _seed_names(self) -> dict[str, str]:
+        """Each merged tensor's full name (a causal LM's checkpoint name): random methods (DARE) seed from it,
+        as ``evosuite merge`` does, so the exported recipe draws the same masks."""
+        return {name: self._candidate.checkpoint_name(name) for name in self._out}
 
     # -- configuration -----------------------------------------------------------------------------
     @classmethod
@@ -199,10 +207,14 @@ class ParameterSpace(MergeSpace):
                     genome.append((params[p] - low) / (high - low) if high > low else 0.0)
         return genome
 
+    def _outside_layers(self, decoded) -> list[dict[str, float]]:
+        """Per source, the values of the tensors outside every layer (embeddings, norm, head): the groups' mean."""
+        return [{p: sum(group[s][p] for group in decoded) / len(decoded) for p in decoded[0][s]}
+                for s in range(len(self.sources))]
+
     def candidate(self, genome) -> LoadedModel:
         decoded = self.decode(genome)
-        mean = [{p: sum(group[s][p] for group in decoded) / len(decoded) for p in decoded[0][s]}
-                for s in range(len(self.sources))]
+        mean = self._outside_layers(decoded)
 
         def params_for(name):
             group = self._group_of[name]
@@ -225,7 +237,7 @@ class ParameterSpace(MergeSpace):
             options = global_params(recipe)
             base = self.base.mergeable_parameters() if self.base is not None else None
             merge_once(self._out, base, [s.mergeable_parameters() for s in self.sources], method,
-                       lambda name: (per_source, options), seed=self.seed)
+                       lambda name: (per_source, options), seed=self.seed, seed_names=self._seed_names())
             return self._candidate
 
         recipes = resolve_baselines(baselines, self.source_names, self.base is not None)
@@ -263,6 +275,68 @@ class ParameterSpace(MergeSpace):
             out.append((recipe["name"], self.encode(per_source), notes))
         return out
 
+    def mergekit_recipe(self, genome) -> tuple[dict[str, Any] | None, str]:
+        """The genome's merge as a mergekit-style recipe, from which ``evosuite merge`` computes the very
+        tensors ``export`` writes, or (None, why it cannot be one).
+
+        Values are written unrounded (YAML keeps a float exactly); a layer group's values are a filter item
+        per layer (``model.layers.3.``: exact, where a gradient would interpolate), the groups' mean a
+        catch-all for the tensors outside the layers, as ``candidate`` merges them. ``dtype: float32`` is the
+        precision the space computes in, ``out_dtype`` the models' as loaded; ``seed`` seeds the random
+        methods per tensor (mergekit has no such key: it ignores it, and its DARE masks are not evosuite's).
+        """
+        why = self._mergekit_obstacle()
+        if why:
+            return None, why
+        decoded = self.decode(genome)
+        outside = self._outside_layers(decoded)
+        prefixes = self._layer_prefixes()
+        models = []
+        for s, source in enumerate(self.sources):
+            params: dict[str, Any] = {}
+            for p in decoded[0][s]:
+                if len(self.groups) == 1:
+                    params[p] = float(decoded[0][s][p])
+                    continue
+                params[p] = [{"filter": prefixes[layer], "value": float(decoded[g][s][p])}
+                             for g, members in enumerate(self.groups) for layer in members]
+                params[p].append({"value": float(outside[s][p])})
+            models.append({"model": _model_ref(source), "parameters": params})
+        dtype = str(next(iter(self._out.values())).dtype).removeprefix("torch.")
+        recipe = {"merge_method": self.method.name, "models": models, "parameters": dict(self.global_params),
+                  "dtype": "float32", "out_dtype": dtype, "seed": int(self.seed)}
+        if self.base is not None:
+            recipe["base_model"] = _model_ref(self.base)
+        return recipe, ""
+
+    def _mergekit_obstacle(self) -> str:
+        """Why no mergekit recipe rebuilds this space's merges ("" when one does)."""
+        merged = set(self._seed_names().values())
+        kept = [n for n, _ in self._candidate.module.named_parameters() if n not in merged]
+        if kept:
+            return (f"the carrier keeps weights the merge leaves as they are ({kept[0]}, e.g. a VLM's vision "
+                    "tower), which a mergekit recipe cannot say")
+        vocab = self._candidate.tokenizer.get_vocab() if self._candidate.tokenizer is not None else None
+        for model in self.sources + ([self.base] if self.base is not None else []):
+            if any(model.checkpoint_name(n) != self._candidate.checkpoint_name(n) for n in self._out):
+                return f"{model.name_or_path} names its weights differently from the carrier (another family)"
+            if vocab is not None and model.tokenizer is not None and model.tokenizer.get_vocab() != vocab:
+                return f"{model.name_or_path} was aligned to the carrier's vocabulary when it was loaded"
+        return ""
+
+    def _layer_prefixes(self) -> dict[int, str]:
+        """Layer -> the start its tensors' checkpoint names share (``model.layers.3.``): a filter for that layer."""
+        names: dict[int, list[str]] = {}
+        for name in self._out:
+            layer = self._candidate.layer_index(name)
+            if layer is not None:
+                names.setdefault(layer, []).append(self._candidate.checkpoint_name(name))
+        prefixes = {}
+        for layer, group in names.items():
+            common = os.path.commonprefix(group)
+            prefixes[layer] = common[:common.rfind(".") + 1] if len(group) > 1 else common
+        return prefixes
+
     def gene_names(self):
         multi = len(self.groups) > 1
         return [f"{p} of {name}" + (f" (layers {members[0]}-{members[-1]})" if multi else "")
@@ -282,6 +356,12 @@ class ParameterSpace(MergeSpace):
                 for g, members in enumerate(self.groups)
             ],
         }
+
+
+def _model_ref(model: LoadedModel) -> str:
+    """How a recipe names a loaded model: its absolute path when it is a local directory, else the hub id."""
+    ref = Path(model.name_or_path).expanduser()
+    return str(ref.resolve()) if ref.is_dir() else str(model.name_or_path)
 
 
 def _check_range(name: Any, given: Any) -> None:

@@ -84,6 +84,12 @@ class LoadedModel:
         """The layer a canonical name belongs to, or None for embeddings, final norm and head."""
         raise NotImplementedError
 
+    def checkpoint_name(self, canonical_name: str) -> str:
+        """The weight's full name in the model's state dict (for a causal LM, the name its checkpoint and
+        ``evosuite merge`` give it): random merge methods seed each tensor from it, in a run as on disk.
+        Default: the canonical name."""
+        return canonical_name
+
     def generate(self, prompts: Sequence[str], images: Sequence[Any] | None = None, **options) -> list[str]:
         """Batched generation: one decoded completion (prompt excluded) per prompt.
 

@@ -226,6 +226,7 @@ def _execute(plan: Plan, store: RunStore, reporter: Reporter, *, save_model: boo
     final_label = list(results)[-1]
     final_space, final_best = results[final_label]
     store.write_yaml("best_recipe.yaml", {
+        **_mergekit_form(final_space, final_best.genome),
         "fitness": final_best.fitness, "genome": final_best.genome, "recipe": final_space.recipe(final_best.genome),
         "stages": {label: {"genome": b.genome, "fitness": b.fitness, "recipe": s.recipe(b.genome)}
                    for label, (s, b) in results.items()},
@@ -402,6 +403,16 @@ def _source_in_carrier(carrier, model):
         return shell
 
     return build
+
+
+def _mergekit_form(space, genome) -> dict[str, Any]:
+    """The best merge as mergekit-style keys (``evosuite merge best_recipe.yaml`` rebuilds the exported model
+    from them), or ``no_mergekit_recipe``: why the space's merges have no such form."""
+    form = getattr(space, "mergekit_recipe", None)
+    if form is None:
+        return {"no_mergekit_recipe": f"the {space.name} space's merges are not a mergekit recipe"}
+    recipe, why = form(genome)
+    return recipe if recipe is not None else {"no_mergekit_recipe": why}
 
 
 def _save_atomically(space, genome, out_dir: Path, summary: dict[str, Any], config: RunConfig) -> None:

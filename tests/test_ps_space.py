@@ -120,3 +120,25 @@ def test_vlm_carrier_keeps_its_vision_tower(tmp_path):
         assert torch.equal(vision[name], tensor)
     torch.testing.assert_close(candidate.mergeable_parameters()["layers.0.mlp.up_proj.weight"],
                                lm.mergeable_parameters()["layers.0.mlp.up_proj.weight"], atol=1e-6, rtol=0)
+    recipe, why = ps.mergekit_recipe([1.0, 1.0, 1.0, 0.0])
+    assert recipe is None and "vision_tower" in why  # a recipe would merge the towers too
+
+
+def test_a_genome_as_a_merge_recipe(models):
+    base, a, b = models
+    recipe, why = space(models).mergekit_recipe([0.3, 0.6, 0.5, 0.5])
+    assert why == ""
+    # default ranges: density [0, 1], weight [0, 2]
+    assert [m["parameters"] for m in recipe["models"]] == [
+        {"density": pytest.approx(0.3), "weight": pytest.approx(1.2)},
+        {"density": pytest.approx(0.5), "weight": pytest.approx(1.0)}]
+    assert [m["model"] for m in recipe["models"]] == [a.name_or_path, b.name_or_path]
+    assert recipe["base_model"] == base.name_or_path and recipe["merge_method"] == "dare_ties"
+    assert recipe["seed"] == 0 and recipe["dtype"] == "float32"
+    per_layer, _ = space(models, granularity=2).mergekit_recipe([0.1] * 4 + [0.9] * 4)
+    assert per_layer["models"][0]["parameters"]["density"] == [
+        {"filter": "model.layers.0.", "value": pytest.approx(0.1)},
+        {"filter": "model.layers.1.", "value": pytest.approx(0.1)},
+        {"filter": "model.layers.2.", "value": pytest.approx(0.9)},
+        {"filter": "model.layers.3.", "value": pytest.approx(0.9)},
+        {"value": pytest.approx(0.5)}]  # outside the layers: the groups' mean

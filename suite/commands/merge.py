@@ -35,7 +35,8 @@ def parse_size(text: str) -> int:
 @click.option("--strict", is_flag=True, help="Refuse parameters the merge method does not use (default: warn).")
 @click.option("--device", default="cpu", show_default=True, help="Where to compute (cpu, cuda...).")
 @click.option("--shard-size", default="5GB", show_default=True, help="Largest safetensors shard.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of random methods (DARE, DELLA).")
+@click.option("--seed", type=int, default=None,
+              help="Seed of random methods (DARE, DELLA); default: the recipe's `seed`, else 0.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: $EVOSUITE_THREADS or 1).")
 @click.option("--force", is_flag=True, help="Replace OUT_DIR if it exists.")
 @click.option("--dry-run", is_flag=True, help="Validate the config and print the plan; write nothing.")

@@ -31,13 +31,15 @@ from evosuite.errors import ConfigError, EvosuiteError
 LAYER_RE = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 
 TOP_LEVEL_KEYS = ("base_model", "chat_template", "dtype", "merge_method", "models", "modules", "name", "out_dtype",
-                  "parameters", "slices", "tokenizer", "tokenizer_source")
+                  "parameters", "seed", "slices", "tokenizer", "tokenizer_source")
 #: mergekit's match-all filter (any other filter is a plain substring: no wildcards).
 MATCH_ALL = "*"
 #: The one module name ``modules:`` may use: mergekit's name for the module of a single-module model.
 DEFAULT_MODULE = "default"
 #: mergekit's bundled chat templates, by name (refused: evosuite does not ship their text).
 CHAT_TEMPLATE_NAMES = ("alpaca", "chatml", "exaone", "llama3", "mistral")
+#: The run's own record beside the recipe in a run's ``best_recipe.yaml``: read by the report, not the merge.
+RUN_RECORD_KEYS = ("fitness", "genome", "recipe", "stages")
 DTYPES = {"float32": "float32", "fp32": "float32", "float": "float32", "float16": "float16", "fp16": "float16",
           "half": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}
 
@@ -111,6 +113,8 @@ class MergeConfig:
     chat_template: str | None = None
     #: Parameters the method does not use (ignored, as mergekit ignores them), one line each.
     warnings: list[str] = field(default_factory=list)
+    #: ``seed``: seeds random methods (DARE, DELLA) per tensor; evosuite's key (a run's best_recipe.yaml has it).
+    seed: int | None = None
 
     def referenced_models(self) -> list[str]:
         """Every model the config names, the base first, then in the config's order."""
@@ -361,7 +365,10 @@ def load_config(source: str | Path | Mapping[str, Any], *, strict: bool = False)
     ``strict``.
     """
     raw = _read_raw(source)
-    extra = sorted(set(raw) - set(TOP_LEVEL_KEYS))
+    if "merge_method" not in raw and "no_mergekit_recipe" in raw:
+        raise ConfigError(f"this run's best_recipe.yaml holds no merge recipe: {raw['no_mergekit_recipe']}",
+                          "use the model the run exported (its model/ directory)")
+    extra = sorted(set(raw) - set(TOP_LEVEL_KEYS) - set(RUN_RECORD_KEYS))
     if extra:
         raise ConfigError(f"unknown key {extra[0]!r} in the merge config", f"valid keys: {', '.join(TOP_LEVEL_KEYS)}")
     recipe, module_params = _single_module(raw) if "modules" in raw else (raw, None)
@@ -439,9 +446,12 @@ def load_config(source: str | Path | Mapping[str, Any], *, strict: bool = False)
                 raise ConfigError(f"merge method {name!r} needs the global parameter `{pname}`",
                                   f"add `parameters: {{{pname}: ...}}`")
 
+    seed = raw.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ConfigError(f"`seed: {seed!r}` is not an integer", "write e.g. `seed: 0`, or leave it out")
     compute = _dtype(raw, "dtype")
     result = MergeConfig(name, method, models, base, parameters, slices, _dtype(raw, "out_dtype") or compute,
-                         raw.get("tokenizer_source"), raw, compute_dtype=compute)
+                         raw.get("tokenizer_source"), raw, compute_dtype=compute, seed=seed)
     result.tokenizer = _tokenizer_spec(raw, result.referenced_models())
     result.chat_template = _chat_template(raw.get("chat_template"))
     result.warnings = unused.lines

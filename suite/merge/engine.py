@@ -624,12 +624,13 @@ def _sources(plan: MergePlan) -> list[ModelSource]:
 
 def merge_from_config(config: str | Path | Mapping[str, Any] | MergeConfig, out_dir: str | Path, *,
                       dtype: str | None = None, device: str = "cpu", shard_size: int = DEFAULT_SHARD_SIZE,
-                      seed: int = 0, force: bool = False, dry_run: bool = False,
+                      seed: int | None = None, force: bool = False, dry_run: bool = False,
                       progress: Progress | None = None, threads: int | None = None,
                       compute_dtype: str | None = None, strict: bool = False) -> Path | MergePlan:
     """Merge the models of a mergekit YAML config into a Hugging Face model directory ``out_dir``.
 
-    ``dtype`` overrides the config's; ``shard_size`` is in bytes; ``seed`` fixes random methods;
+    ``dtype`` overrides the config's; ``shard_size`` is in bytes; ``seed`` fixes random methods (default:
+    the config's ``seed``, else 0);
     ``force`` replaces an existing ``out_dir``; ``dry_run`` validates everything and returns the
     ``MergePlan`` without writing; ``progress(done, total)`` is called per tensor; ``threads`` sets
     torch's thread count for the merge (restored after); ``compute_dtype`` overrides the dtype the merge
@@ -638,6 +639,7 @@ def merge_from_config(config: str | Path | Mapping[str, Any] | MergeConfig, out_
     Returns the output path.
     """
     cfg = config if isinstance(config, MergeConfig) else load_config(config, strict=strict)
+    seed = seed if seed is not None else (cfg.seed or 0)
     out = Path(out_dir).expanduser().absolute()
     if out.exists() and not (out.is_dir() and not any(out.iterdir())):
         if not force:

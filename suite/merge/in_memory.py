@@ -9,7 +9,9 @@ their own dtype (bfloat16 stays bfloat16) on their own device. The merge runs on
 candidate's: ``device: cuda`` merges on the GPU). ``precompute_deltas=True`` trades memory for a little
 speed: float32 task vectors of every source are kept (4 bytes a parameter per source). The on-disk engine
 runs the very same per-tensor code (``merge_tensor``), so both give the same tensors for the same
-parameters and seed.
+parameters and seed. Random methods seed each tensor's generator from (seed, the tensor's name in the saved
+checkpoint): ``seed_names`` maps the merger's names to those, so a run's DARE masks are the ones
+``evosuite merge`` draws for its ``best_recipe.yaml``.
 """
 
 from __future__ import annotations
@@ -62,18 +64,21 @@ class TaskVectorMerger:
 
     ``base``: name -> tensor of the base model (None for methods without one); ``sources``: one
     name -> tensor mapping per merged model, in the order of the parameter lists; ``names``: the tensors
-    to merge (default: all of the base's, or the first source's); ``device``: where the arithmetic runs.
+    to merge (default: all of the base's, or the first source's); ``device``: where the arithmetic runs;
+    ``seed_names``: name -> the tensor's full name (its checkpoint name), which random methods seed from
+    (default: the name itself).
     """
 
     def __init__(self, base: Mapping[str, torch.Tensor] | None, sources: Sequence[Mapping[str, torch.Tensor]],
                  method: MergeMethod, *, names: Sequence[str] | None = None, device: str | torch.device = "cpu",
-                 precompute_deltas: bool = False):
+                 precompute_deltas: bool = False, seed_names: Mapping[str, str] | None = None):
         if method.requires_base and base is None:
             raise ModelError(f"merge method {method.name!r} needs a base model", "pass the base state dict")
         self.method = method
         self.device = torch.device(device)
         reference = base if base is not None else sources[0]
         self.names = list(names) if names is not None else list(reference)
+        self.seed_names = dict(seed_names or {})
         self.takes_deltas = bool(getattr(method, "takes_deltas", False))
         self.work = Scratch(self.device)
         self.shapes: dict[str, tuple[int, ...]] = {}
@@ -121,15 +126,17 @@ class TaskVectorMerger:
                     if self.takes_deltas:
                         buffer.sub_(base)
                 sources.append(buffer)
-            result = merge_tensor(self.method, name, base, sources, model_params, global_params,
-                                  seed=seed, out=self.work.get("out", numel), work=self.work, shape=shape)
+            result = merge_tensor(self.method, self.seed_names.get(name, name), base, sources, model_params,
+                                  global_params, seed=seed, out=self.work.get("out", numel), work=self.work,
+                                  shape=shape)
             out[name].copy_(result.view(shape))
 
 
 def merge_once(out: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tensor] | None,
                sources: Sequence[Mapping[str, torch.Tensor]], method: MergeMethod, params_for: ParamsFor, *,
-               seed: int = 0) -> None:
+               seed: int = 0, seed_names: Mapping[str, str] | None = None) -> None:
     """One merge written into ``out``: for a fixed recipe scored once (the same tensors as a
     ``TaskVectorMerger`` with the same parameters and seed, since it is one)."""
     device = next(iter(out.values())).device
-    TaskVectorMerger(base, sources, method, names=list(out), device=device).merge_into(out, params_for, seed=seed)
+    TaskVectorMerger(base, sources, method, names=list(out), device=device,
+                     seed_names=seed_names).merge_into(out, params_for, seed=seed)

@@ -1,6 +1,6 @@
 """Tiny random-weight Hugging Face models, written to disk in a second or two.
 
-The same two families as the tiny zoo (a Llama causal LM and a LLaVA VLM over it), with a shared
+The same two families as the tiny zoo (a Llama causal LM and a LLaVA VLM over it), and a GPT-2, with a shared
 char-level tokenizer, but with random weights: they load, generate and merge like real models, in tests
 that cannot wait minutes for ``evosuite zoo build``. ``write_llm(path)`` and ``write_vlm(path)`` return
 the directory, which ``evosuite.models.load_model`` (and ``evosuite eval --model``) accept.
@@ -81,4 +81,19 @@ def write_vlm(path: Path, *, seed: int = 0, layers: int = 2, hidden: int = 32, t
     processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=8,
                                vision_feature_select_strategy="default", num_additional_image_tokens=1)
     processor.save_pretrained(path)
+    return path
+
+
+def write_gpt2(path: Path, *, seed: int = 0, layers: int = 4, hidden: int = 32, dtype: str = "float32") -> Path:
+    """A tiny GPT-2 (``transformer.h.N`` layer names, fused ``c_attn``, head tied to the embeddings) with the
+    char-level tokenizer: the family whose layers are not named ``layers.N``."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    tokenizer = char_tokenizer()
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=hidden, n_layer=layers, n_head=4,
+                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    model = GPT2LMHeadModel(config).to(getattr(torch, dtype))
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
     return path
