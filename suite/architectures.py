@@ -170,14 +170,18 @@ def _module(name: str, spec: Mapping[str, Any], config: Mapping[str, Any], names
                   tuple(spec.get("embeddings", ())), tuple(spec.get("final_norm", ())))
 
 
-def resolve(config: Mapping[str, Any], names: Iterable[str], *, model: str = "the model") -> Layout:
-    """The layout of a model from its config.json (a mapping) and its parameter or tensor names."""
+def resolve(config: Mapping[str, Any], names: Iterable[str], *, model: str = "the model",
+            only: Iterable[str] | None = None) -> Layout:
+    """The layout of a model from its config.json (a mapping) and its parameter or tensor names (``only``:
+    just these modules of a family in the table, e.g. ``["text"]`` for a reader that never looks elsewhere)."""
     names = set(names)
     family = config.get("model_type") if isinstance(config.get("model_type"), str) else None
     entry = table()["families"].get(family) if family else None
     if entry is None:
         return _infer(config, names, family, model)
-    modules = tuple(_module(name, spec, config, names, family, [""], "") for name, spec in entry["modules"].items())
+    wanted = set(entry["modules"]) if only is None else set(only)
+    modules = tuple(_module(name, spec, config, names, family, [""], "") for name, spec in entry["modules"].items()
+                    if name in wanted)
     head = tuple(h for h in entry["head"] if any(n.startswith(h) for n in names)) or tuple(entry["head"][:1])
     return Layout(family, modules, head)
 

@@ -76,7 +76,8 @@ def test_qwen2_frankenmerge_rebuilds_layer_types_and_loads(tmp_path):
     # max_window_layers 2: layers 0-1 attend fully, layers 2-3 in a sliding window.
     a = write_tiny(tmp_path / "a", "qwen2", seed=1, layers=4, use_sliding_window=True, sliding_window=8,
                    max_window_layers=2)
-    assert json.loads((a / "config.json").read_text())["layer_types"] == ["full_attention"] * 2 + ["sliding_attention"] * 2
+    source_types = json.loads((a / "config.json").read_text())["layer_types"]
+    assert source_types == ["full_attention"] * 2 + ["sliding_attention"] * 2
     recipe = {"merge_method": "passthrough", "slices": [
         {"sources": [{"model": str(a), "layer_range": [0, 2]}]},
         {"sources": [{"model": str(a), "layer_range": [1, 3]}]},
