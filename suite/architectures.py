@@ -166,6 +166,10 @@ def _module(name: str, spec: Mapping[str, Any], config: Mapping[str, Any], names
     counted = _count(names, found)
     configured = _lookup(config, count_path) if count_path else None
     num_layers = int(configured) if isinstance(configured, int) and configured > 0 else counted
+    if counted < num_layers:  # transformers would fill the missing layers with random weights
+        raise ConfigError(f"model family {family!r}: config.json says {num_layers} {name} layers ({count_path}) but "
+                          f"the tensors hold only {counted}",
+                          "re-save the model, or fix the layer count in its config.json")
     return Module(name, prefix, found[len(prefix):], num_layers, count_path if configured else None,
                   tuple(spec.get("embeddings", ())), tuple(spec.get("final_norm", ())))
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from evosuite.errors import ConfigError
 from evosuite.merge import merge_from_config
@@ -68,6 +68,24 @@ def test_gpt2_frankenmerge_writes_every_layer_and_loads(tmp_path):
     model, info = GPT2LMHeadModel.from_pretrained(out, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and len(model.transformer.h) == 6
     assert torch.equal(model.transformer.h[4].mlp.c_fc.weight, tb[name.format(2)])
+
+
+def test_gpt2_without_the_transformer_prefix(tmp_path):
+    # openai-community/gpt2 on the hub names its tensors h.N... (no transformer. prefix): the same layers.
+    from transformers import GPT2LMHeadModel
+
+    a = write_tiny(tmp_path / "a", "gpt2", seed=1, layers=4)
+    weights = load_file(str(a / "model.safetensors"))
+    save_file({k.removeprefix("transformer."): v for k, v in weights.items()}, str(a / "model.safetensors"),
+              metadata={"format": "pt"})
+    recipe = {"merge_method": "passthrough", "slices": [
+        {"sources": [{"model": str(a), "layer_range": [0, 3]}]},
+        {"sources": [{"model": str(a), "layer_range": [2, 4]}]}]}
+    out = merge_from_config(recipe, tmp_path / "out")
+    model, info = GPT2LMHeadModel.from_pretrained(out, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and len(model.transformer.h) == 5
+    # Output layer 3 is source layer 2.
+    assert torch.equal(model.transformer.h[3].mlp.c_fc.weight, weights["transformer.h.2.mlp.c_fc.weight"])
 
 
 def test_qwen2_frankenmerge_rebuilds_layer_types_and_loads(tmp_path):
@@ -135,8 +153,6 @@ def test_llava_next_output_loads_with_no_missing_or_unexpected_keys(llava_next_p
 
 
 def _write_raw(path, config, shapes, seed):
-    from safetensors.torch import save_file
-
     g = torch.Generator().manual_seed(seed)
     path.mkdir()
     save_file({n: torch.randn(s, generator=g) for n, s in shapes.items()}, str(path / "model.safetensors"))
@@ -160,6 +176,9 @@ def test_unknown_family_is_inferred_from_names(tmp_path):
     # A family the table knows, whose tensors are named otherwise: refused, not merged as if it had no layers.
     ({"model_type": "falcon", "num_hidden_layers": 2}, {"model.layers.0.w": (2, 2), "model.layers.1.w": (2, 2)},
      "no tensor is named like its text layers"),
+    # Layers missing from the tensors: transformers would fill them with random weights.
+    ({"model_type": "llama", "num_hidden_layers": 3}, {"model.layers.0.w": (2, 2), "model.layers.1.w": (2, 2)},
+     "says 3 text layers"),
 ])
 def test_architecture_that_cannot_be_mapped_is_refused(config, shapes, message, tmp_path):
     a, b = _write_raw(tmp_path / "a", config, shapes, 1), _write_raw(tmp_path / "b", config, shapes, 2)
