@@ -4,6 +4,8 @@ The same two families as the tiny zoo (a Llama causal LM and a LLaVA VLM over it
 char-level tokenizer, but with random weights: they load, generate and merge like real models, in tests
 that cannot wait minutes for ``evosuite zoo build``. ``write_llm(path)`` and ``write_vlm(path)`` return
 the directory, which ``evosuite.models.load_model`` (and ``evosuite eval --model``) accept.
+``write_tiny(path, family)`` and ``write_llava_next(path)`` write other families (GPT-2, Falcon, BERT, a
+LLaVA-NeXT...) for tests of how their layers are named.
 """
 
 from __future__ import annotations
