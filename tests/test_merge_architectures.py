@@ -3,6 +3,7 @@ module, slices, the frankenmerge's config, refusals. Expected values are worked 
 layer i of a module of n layers sits at t = i / (n - 1); tensors outside the layers at t = 0."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -150,6 +151,20 @@ def test_llava_next_output_loads_with_no_missing_or_unexpected_keys(llava_next_p
     model, info = LlavaNextForConditionalGeneration.from_pretrained(out, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
     assert torch.equal(model.model.image_newline, tensors(b)["image_newline"])  # outside the layers: t = 0, all b
+
+
+def test_llava_next_sources_named_otherwise_merge_as_one(llava_next_pair, tmp_path):
+    # The hub's llava-v1.6 checkpoints keep CLIP's vision_model. inside vision_tower.; save_pretrained drops it.
+    a, b = llava_next_pair
+    hub = tmp_path / "b-hub"
+    shutil.copytree(b, hub)
+    weights = load_file(str(hub / "model.safetensors"))
+    renamed = {k.replace("vision_tower.", "vision_tower.vision_model.", 1): v for k, v in weights.items()}
+    assert renamed != weights
+    save_file(renamed, str(hub / "model.safetensors"), metadata={"format": "pt"})
+    same = tensors(merge_from_config(gradient_linear(a, b), tmp_path / "out"))
+    mixed = tensors(merge_from_config(gradient_linear(a, hub), tmp_path / "out-hub"))
+    assert set(mixed) == set(same) and all(torch.equal(mixed[n], same[n]) for n in same)
 
 
 def _write_raw(path, config, shapes, seed):

@@ -317,6 +317,20 @@ def _order_key(layout: Layout):
     return key
 
 
+def _counterpart(name: str, ref: ModelSource, src: ModelSource) -> str:
+    """The name in ``src`` of ``ref``'s tensor ``name``: checkpoints of one family may name a module otherwise
+    (a hub LLaVA's ``vision_tower.vision_model.`` against ``save_pretrained``'s ``vision_tower.``, GPT-2 with or
+    without ``transformer.``). The output keeps ``ref``'s names."""
+    if src is ref or name in src.meta:
+        return name
+    heads = list(zip(ref.layout.head[:1], src.layout.head[:1]))
+    pairs = heads + [(m.prefix, o.prefix) for m in ref.layout.modules for o in src.layout.modules if o.name == m.name]
+    for old, new in pairs:
+        if name.startswith(old) and new + name[len(old):] in src.meta:
+            return new + name[len(old):]
+    return name
+
+
 def _single_stack(src: ModelSource) -> Module:
     """The one stack of layers that slices cut; models with several (a VLM's text and vision) are refused."""
     modules = src.layout.modules
@@ -339,8 +353,9 @@ def build_plan(config: MergeConfig, out_dir: Path, *, dtype: str | None = None,
     aligned = config.tokenizer is not None
 
     def add(name, t, base_ref, base_name, entries, scopes, ref_src, ref_name, base_model=None):
-        base = (_open(refs, base_ref), base_name) if base_ref else None
-        sources = [(e, _open(refs, e.model), n) for e, n in entries]
+        base_src = _open(refs, base_ref) if base_ref else None
+        base = (base_src, _counterpart(base_name, ref_src, base_src)) if base_src else None
+        sources = [(e, src, _counterpart(n, ref_src, src)) for e, n in entries for src in [_open(refs, e.model)]]
         others = ([base] if base else []) + [(s, n) for _, s, n in sources]
         shape = _check_shapes(name, ref_src, ref_name, others, aligned=aligned)
         st_dtype = (base[0] if base else sources[0][1]).meta[base_name if base else sources[0][2]][1]
