@@ -244,7 +244,8 @@ def test_gradients_filters_and_positions():
     assert evaluate(spec, "model.layers.1.self_attn.q_proj.weight", 0.0) == 0.2
     assert evaluate(spec, "model.layers.1.mlp.up_proj.weight", 0.75) == pytest.approx(0.75)
     assert evaluate(spec, "model.norm.weight", 0.0) == 9
-    layout = resolve({"model_type": "llama", "num_hidden_layers": 5}, ["model.layers.0.mlp.up_proj.weight"])
+    names = [f"model.layers.{i}.mlp.up_proj.weight" for i in range(5)]
+    layout = resolve({"model_type": "llama", "num_hidden_layers": 5}, names)
     module, layer = layout.locate("model.layers.2.mlp.up_proj.weight")
     assert (layer, module.t(layer)) == (2, 0.5)  # t = 2 / (5 - 1)
     assert layout.locate("model.embed_tokens.weight") == layout.locate("lm_head.weight") == (None, None)
