@@ -16,14 +16,13 @@ tower and layer ``i`` of the text tower form one layer group (``num_layers`` is 
 from __future__ import annotations
 
 import json
-import re
 import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from evosuite import hookimpl
 from evosuite.api import Experiment, LoadedModel, ModelAdapter
-from evosuite.errors import ModelError
+from evosuite.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:
     import torch
@@ -33,12 +32,27 @@ WEIGHTS_NAME = "open_clip_model.safetensors"
 HUB_PREFIX, LOCAL_PREFIX = "hf-hub:", "local-dir:"
 #: Never merged: the contrastive temperature (and bias) of the loss; see the module docstring.
 NOT_MERGED = ("logit_scale", "logit_bias")
-#: Transformer blocks of OpenCLIP towers: its own ViT and text transformer (``visual.transformer.resblocks.i``,
-#: ``transformer.resblocks.i``, ``text.transformer.resblocks.i``), timm trunks (``visual.trunk.blocks.i``) and
-#: Hugging Face text encoders (``text.transformer.encoder.layer.i``).
-LAYER_PATTERNS = (re.compile(r"(?:^|\.)resblocks\.(\d+)\."), re.compile(r"^visual\.trunk\.blocks\.(\d+)\."),
-                  re.compile(r"\.encoder\.layers?\.(\d+)\."))
+#: The architecture table's entry for OpenCLIP state dicts: the image and text towers' transformer blocks (its
+#: own ViT and text transformer, timm trunks, Hugging Face text encoders).
+FAMILY = "open_clip"
 MODALITY = "image-classification"
+
+
+def _towers(names: Sequence[str], name_or_path: str):
+    """The towers of an OpenCLIP state dict that have transformer blocks, as the architecture table names them."""
+    from evosuite import architectures
+
+    spec = architectures.table()["families"][FAMILY]["modules"]
+    found = []
+    for tower in spec:
+        try:
+            found += architectures.resolve({"model_type": FAMILY}, names, only=[tower]).modules
+        except ConfigError:  # a tower without transformer blocks (a ResNet image tower)
+            continue
+    if not found:
+        raise ModelError(f"model {name_or_path!r} has no transformer blocks evosuite recognizes",
+                         "OpenCLIP ViT, timm and Hugging Face towers are supported")
+    return architectures.Layout(FAMILY, tuple(found))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -58,12 +72,10 @@ class ClipModel(LoadedModel):
         self.preprocess = preprocess
         self.tokenizer = tokenizer
         self._memo = _PixelMemo()
-        self._layers = {name: self._match_layer(name) for name in self.mergeable_parameters()}
-        indices = [i for i in self._layers.values() if i is not None]
-        if not indices:
-            raise ModelError(f"model {name_or_path!r} has no transformer blocks evosuite recognizes",
-                             "OpenCLIP ViT, timm and Hugging Face towers are supported")
-        self._num_layers = max(indices) + 1
+        names = list(self.mergeable_parameters())
+        self._towers = _towers(names, name_or_path)
+        self._layers = {name: self._match_layer(name) for name in names}
+        self._num_layers = max(i for i in self._layers.values() if i is not None) + 1
 
     # -- the generic view ------------------------------------------------------------------------
     @property
@@ -73,13 +85,9 @@ class ClipModel(LoadedModel):
     def mergeable_parameters(self) -> dict[str, torch.Tensor]:
         return {name: p.data for name, p in self.module.named_parameters() if name not in NOT_MERGED}
 
-    @staticmethod
-    def _match_layer(name: str) -> int | None:
-        for pattern in LAYER_PATTERNS:
-            match = pattern.search(name)
-            if match:
-                return int(match.group(1))
-        return None
+    def _match_layer(self, name: str) -> int | None:
+        # Layer i of the image tower and layer i of the text tower form one layer group.
+        return self._towers.locate(name)[1]
 
     def layer_index(self, canonical_name: str) -> int | None:
         if canonical_name in self._layers:

@@ -1,5 +1,5 @@
 """What the ``llm`` and ``vlm`` adapters share: loading through ``transformers``, the layer map read from
-``architectures.json``, batched generation, cloning and saving.
+the architecture table (``evosuite.architectures``), batched generation, cloning and saving.
 
 torch and transformers are imported inside functions: listing plugins or showing help must not pay for them.
 """
@@ -7,34 +7,25 @@ torch and transformers are imported inside functions: listing plugins or showing
 from __future__ import annotations
 
 import json
-import re
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from evosuite import architectures
 from evosuite.api import LoadedModel
-from evosuite.errors import ModelError
+from evosuite.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:
     import torch
 
 
-@lru_cache(maxsize=1)
-def architectures() -> dict[str, Any]:
-    return json.loads(resources.files("evosuite.plugins").joinpath("architectures.json").read_text())
-
-
 def text_layout(model_type: str) -> dict[str, str]:
-    """Names of layer i, embeddings and final norm for a text model type, from ``architectures.json``."""
-    layouts = architectures()["text_models"]
-    if model_type not in layouts:
-        raise ModelError(
-            f"unknown language-model architecture {model_type!r}",
-            f"declare its layer, embedding and norm names under 'text_models' in "
-            f"evosuite/plugins/architectures.json; known: {', '.join(sorted(layouts))}",
-        )
-    return layouts[model_type]
+    """Names of layer i, embeddings and final norm of a text model type, relative to its decoder, from the
+    architecture table."""
+    try:
+        module = architectures.relative_layout(model_type)
+    except ConfigError as exc:
+        raise ModelError(f"unknown language-model architecture {model_type!r}", exc.fix) from None
+    return {"layer": module["layers"], "embeddings": module["embeddings"][0], "final_norm": module["final_norm"][0]}
 
 
 def read_config(name_or_path: str, *, trust_remote_code: bool = False) -> dict[str, Any]:
@@ -107,25 +98,23 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
 
 
 class HFModel(LoadedModel):
-    """A ``transformers`` model whose decoder sits under ``decoder_prefixes[wrapper]``."""
-
-    wrapper = "causal-lm"
+    """A ``transformers`` model whose decoder is the ``text`` module of its family in the architecture table."""
 
     def __init__(self, module, *, name_or_path: str, tokenizer, processor=None):
         super().__init__(module, name_or_path=name_or_path, processor=processor)
         self.tokenizer = tokenizer
         text_config = getattr(module.config, "text_config", None) or module.config
         self.text_config = text_config
-        layout = text_layout(text_config.model_type)
-        arch = architectures()
-        self._prefix = arch["decoder_prefixes"][self.wrapper]
-        self._head = arch["head_prefix"]
-        self._layer_pattern = re.compile("^" + re.escape(layout["layer"]).replace(r"\{i\}", r"(\d+)"))
-        names = {n for n, _ in module.named_parameters()}
-        first_layer = self._prefix + layout["layer"].format(i=0)
-        if not any(n.startswith(first_layer) for n in names):
-            raise ModelError(f"model {name_or_path!r} has no parameters under {first_layer!r}",
-                             "its layout differs from architectures.json: declare it there")
+        names = [n for n, _ in module.named_parameters()]
+        try:
+            layout = architectures.resolve(module.config.to_dict(), names, model=f"model {name_or_path!r}",
+                                           only=["text"])
+            self._decoder = layout.module("text")
+        except (ConfigError, StopIteration):
+            raise ModelError(f"model {name_or_path!r} has no decoder layers where the architecture table says",
+                             "its layout differs from evosuite/architectures.json: declare it there") from None
+        self._prefix = self._decoder.prefix
+        self._head = layout.head[0]
 
     @property
     def num_layers(self) -> int:
@@ -141,8 +130,7 @@ class HFModel(LoadedModel):
         return out
 
     def layer_index(self, canonical_name: str) -> int | None:
-        match = self._layer_pattern.match(canonical_name)
-        return int(match.group(1)) if match else None
+        return self._decoder.layer_of(self._prefix + canonical_name)
 
     def checkpoint_name(self, canonical_name: str) -> str:
         # mergeable_parameters strips the decoder prefix; the state dict (a causal LM's checkpoint) keeps it.

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from evosuite import hookimpl
+from evosuite import architectures, hookimpl
 from evosuite.api import ModelAdapter
-from evosuite.plugins.hf_models import HFModel, architectures, from_pretrained, prepare_tokenizer
+from evosuite.plugins.hf_models import HFModel, from_pretrained, prepare_tokenizer
 
 
 class CausalLM(HFModel):
     adapter = "llm"
     modality = "text"
-    wrapper = "causal-lm"
 
     def _encode(self, prompts, images):
         if images is not None and any(image is not None for image in images):
@@ -28,7 +27,7 @@ class LLMAdapter(ModelAdapter):
     description = "causal language models (Llama, Mistral, Qwen2, Gemma...) via AutoModelForCausalLM"
 
     def detect(self, config: Mapping[str, Any]) -> bool:
-        return config.get("model_type") in architectures()["text_models"]
+        return config.get("model_type") in architectures.families("causal-lm", run=True)
 
     def load(self, name_or_path, *, dtype="float32", device="cpu", trust_remote_code=False, allow_pickle=False):
         from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -24,10 +24,10 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from evosuite import hookimpl
+from evosuite import architectures, hookimpl
 from evosuite.api import ModelAdapter
 from evosuite.errors import ConfigError, ModelError
-from evosuite.plugins.hf_models import HFModel, architectures, from_pretrained, prepare_tokenizer, read_config
+from evosuite.plugins.hf_models import HFModel, from_pretrained, prepare_tokenizer, read_config
 
 IMAGE_MODES = ("anyres", "single")
 
@@ -37,9 +37,8 @@ class LlavaModel(HFModel):
     modality = "image-text"
 
     def __init__(self, module, *, name_or_path, processor):
-        self.wrapper = module.config.model_type
         #: How images reach the model: ``anyres`` tiles (``llava_next``) or ``single`` (plain ``llava``).
-        self.image_mode = "anyres" if self.wrapper == "llava_next" else "single"
+        self.image_mode = "anyres" if module.config.model_type == "llava_next" else "single"
         super().__init__(module, name_or_path=name_or_path, tokenizer=processor.tokenizer, processor=processor)
 
     def describe(self) -> str:
@@ -83,7 +82,7 @@ class VLMAdapter(ModelAdapter):
     options = {"image_mode": None}
 
     def detect(self, config: Mapping[str, Any]) -> bool:
-        return config.get("model_type") in architectures()["decoder_prefixes"] and "vision_config" in config
+        return config.get("model_type") in architectures.families("image-text", run=True) and "vision_config" in config
 
     def load(self, name_or_path, *, dtype="float32", device="cpu", trust_remote_code=False, allow_pickle=False,
              image_mode=None):

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from evosuite import plugin_manager
+from evosuite.architectures import resolve
 from evosuite.errors import ConfigError
-from evosuite.merge.config import evaluate, resolve_parameters, tensor_position
+from evosuite.merge.config import evaluate, resolve_parameters
 from evosuite.merge.sparsify import breadcrumbs_, kth_largest, magnitude_, random_
 from evosuite.plugins import merge_methods as mm
 
@@ -243,9 +244,11 @@ def test_gradients_filters_and_positions():
     assert evaluate(spec, "model.layers.1.self_attn.q_proj.weight", 0.0) == 0.2
     assert evaluate(spec, "model.layers.1.mlp.up_proj.weight", 0.75) == pytest.approx(0.75)
     assert evaluate(spec, "model.norm.weight", 0.0) == 9
-    assert tensor_position("model.layers.2.mlp.up_proj.weight", 5) == (2, 0.5)
-    assert tensor_position("model.embed_tokens.weight", 5) == (None, 0.0)
-    assert tensor_position("lm_head.weight", 5) == (None, 0.0)
+    names = [f"model.layers.{i}.mlp.up_proj.weight" for i in range(5)]
+    layout = resolve({"model_type": "llama", "num_hidden_layers": 5}, names)
+    module, layer = layout.locate("model.layers.2.mlp.up_proj.weight")
+    assert (layer, module.t(layer)) == (2, 0.5)  # t = 2 / (5 - 1)
+    assert layout.locate("model.embed_tokens.weight") == layout.locate("lm_head.weight") == (None, None)
 
 
 def test_parameter_scopes_and_required():

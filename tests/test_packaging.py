@@ -39,7 +39,7 @@ def test_the_wheel_holds_every_package_and_data_file(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for package in packages_on_disk():
         assert package.replace(".", "/") + "/__init__.py" in names, package
-    assert "evosuite/plugins/architectures.json" in names
+    assert "evosuite/architectures.json" in names
     assert any(n.startswith("evosuite/benchmarks/fixtures/") and n.endswith(".parquet") for n in names)
     assert ("evosuite/benchmarks/fixtures/mgsm-ja/SakanaAI/gsm8k-ja-test_250-1319/gsm8k-ja-test_250-1319.jsonl"
             in names)  # the hub repository's one JSON-lines file

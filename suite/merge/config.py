@@ -4,7 +4,8 @@ A config names ``merge_method``, the ``models`` (or output ``slices`` of layer r
 frankenmerges), an optional ``base_model``, global ``parameters``, ``dtype``, and the output vocabulary
 (``tokenizer_source`` or a ``tokenizer:`` block, parsed into a ``TokenizerSpec``).
 A parameter value is a scalar, a list of numbers (a gradient interpolated over the layers at
-t = idx / (num_layers - 1)), a list of booleans or strings (the item at int(t * (len - 1)), no
+t = idx / (num_layers - 1), each module's layers by their own count, 0 outside the layers, as
+``evosuite.architectures`` finds them), a list of booleans or strings (the item at int(t * (len - 1)), no
 interpolation), or a list of ``{filter: SUBSTRING, value: ...}`` items where the first item whose filter
 occurs in the tensor name (or is ``"*"``, or is absent) gives the value. A model's parameter is looked up
 in its own ``parameters``, then its slice's, then its module's, then the global ones.
@@ -17,7 +18,6 @@ registered method uses (``lamda``) is refused as a typo.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -26,9 +26,6 @@ import yaml
 
 from evosuite.api import REQUIRED, MergeMethod
 from evosuite.errors import ConfigError, EvosuiteError
-
-#: How the engine finds a tensor's layer: the number after ``layers.``.
-LAYER_RE = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 
 TOP_LEVEL_KEYS = ("base_model", "chat_template", "dtype", "merge_method", "models", "modules", "name", "out_dtype",
                   "parameters", "seed", "slices", "tokenizer", "tokenizer_source")
@@ -170,16 +167,6 @@ def resolve_parameters(defaults: Mapping[str, Any], scopes: Sequence[Mapping[str
             value = default
         resolved[name] = value
     return resolved
-
-
-def tensor_position(name: str, num_layers: int) -> tuple[int | None, float]:
-    """(layer index or None, t) of a tensor: t = idx / (num_layers - 1) inside the layers (1 for a single
-    layer); 0 for every tensor outside the layers (embeddings, final norm, head), as mergekit 0.1.5 does."""
-    match = LAYER_RE.search(name)
-    if match:
-        idx = int(match.group(1))
-        return idx, (idx / (num_layers - 1) if num_layers > 1 else 1.0)
-    return None, 0.0
 
 
 # -- loading and validation --------------------------------------------------------------------------

@@ -22,16 +22,15 @@ import yaml
 from safetensors import safe_open
 
 from evosuite.api import Progress
+from evosuite.architectures import Layout, Module, resolve, table
 from evosuite.config import check_device
 from evosuite.errors import ConfigError, ModelError
 from evosuite.merge.config import (
     DTYPES,
-    LAYER_RE,
     MergeConfig,
     ModelEntry,
     load_config,
     resolve_parameters,
-    tensor_position,
 )
 from evosuite.merge.in_memory import merge_tensor
 from evosuite.merge.lora import load_adapter, resolve_adapter_dir, split_lora_ref
@@ -131,13 +130,11 @@ class ModelSource:
             raise ModelError(f"model {self.ref!r} has an unreadable config.json: {exc}", "fix or re-save it") from None
 
     @property
-    def num_layers(self) -> int:
-        cfg = self.config
-        n = cfg.get("num_hidden_layers") or (cfg.get("text_config") or {}).get("num_hidden_layers")
-        if n:
-            return int(n)
-        layers = [int(m.group(1)) for name in self.meta if (m := LAYER_RE.search(name))]
-        return max(layers) + 1 if layers else 0
+    def layout(self) -> Layout:
+        """Which tensors form layer i of each module (text, vision), from the architecture table."""
+        if getattr(self, "_layout", None) is None:
+            self._layout = resolve(self.config, self.meta, model=f"model {self.ref!r}")
+        return self._layout
 
     @property
     def vocab_rows(self) -> int | None:
@@ -154,7 +151,7 @@ class ModelSource:
         """Whether a tensor has one row per token (input embeddings, ``lm_head``): a 2-D tensor outside the
         layers with as many rows as the vocabulary. These are the tensors mergekit aligns by token."""
         shape = self.meta[name][0]
-        return (len(shape) == 2 and not LAYER_RE.search(name) and self.vocab_rows is not None
+        return (len(shape) == 2 and not self.layout.in_layer(name) and self.vocab_rows is not None
                 and shape[0] == self.vocab_rows)
 
     def get(self, name: str) -> torch.Tensor:
@@ -248,6 +245,8 @@ class MergePlan:
     warnings: list[str] = field(default_factory=list)
     #: The output tokenizer and row maps (None without ``tokenizer_source``: embeddings merge by index).
     vocabulary: OutputVocabulary | None = None
+    #: Slices: per output layer, (model, source layer) of the slice's first source; None for ``models:``.
+    layer_map: list[tuple[str, int]] | None = None
 
     @property
     def total_bytes(self) -> int:
@@ -268,8 +267,26 @@ class MergePlan:
                  f"tokenizer:    {tokenizer}",
                  *([f"vocabulary:   {self.vocabulary.summary}"] if self.vocabulary else []),
                  f"output:       {self.out_dir}"]
+        lines += self._describe_layers()
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
+
+    def _describe_layers(self) -> list[str]:
+        """The layer mapping: per module its layer names and gradient positions, or the slices' layer map."""
+        layout = self.reference.layout
+        if self.layer_map is None:
+            return [f"layers:       {m.name}: {m.template} x {m.num_layers}, gradient t = i/{max(m.num_layers - 1, 1)}"
+                    + (" (inferred from the tensor names)" if layout.inferred else "") for m in layout.modules]
+        module = layout.modules[0]
+        lines, start = [f"layers:       {module.name}: {module.template} x {self.num_layers} from slices"], 0
+        for end in range(1, len(self.layer_map) + 1):
+            if end < len(self.layer_map) and self.layer_map[end][0] == self.layer_map[start][0] \
+                    and self.layer_map[end][1] == self.layer_map[end - 1][1] + 1:
+                continue
+            (ref, first), last = self.layer_map[start], self.layer_map[end - 1][1]
+            lines.append(f"  out {start}-{end - 1} <- {ref} layers {first}-{last}")
+            start = end
+        return lines
 
 
 def _open(refs: dict[str, ModelSource], ref: str) -> ModelSource:
@@ -302,11 +319,40 @@ def _check_shapes(job_name: str, ref: ModelSource, ref_name: str, others: list[t
     return shape
 
 
-def _order_key(name: str) -> tuple:
-    match = LAYER_RE.search(name)
-    if match:
-        return (1, int(match.group(1)), name)
-    return (0 if "embed" in name else 2, 0, name)
+def _order_key(layout: Layout):
+    """Output order: embeddings, then the layers (module by module), then the rest (final norm, head...)."""
+    order = {m.name: i for i, m in enumerate(layout.modules)}
+
+    def key(name: str) -> tuple:
+        module, layer = layout.locate(name)
+        if module is not None:
+            return (1, order[module.name], layer, name)
+        return (0 if layout.is_embedding(name) else 2, 0, 0, name)
+    return key
+
+
+def _counterpart(name: str, ref: ModelSource, src: ModelSource) -> str:
+    """The name in ``src`` of ``ref``'s tensor ``name``: checkpoints of one family may name a module otherwise
+    (a hub LLaVA's ``vision_tower.vision_model.`` against ``save_pretrained``'s ``vision_tower.``, GPT-2 with or
+    without ``transformer.``). The output keeps ``ref``'s names."""
+    if src is ref or name in src.meta:
+        return name
+    heads = list(zip(ref.layout.head[:1], src.layout.head[:1]))
+    pairs = heads + [(m.prefix, o.prefix) for m in ref.layout.modules for o in src.layout.modules if o.name == m.name]
+    for old, new in pairs:
+        if name.startswith(old) and new + name[len(old):] in src.meta:
+            return new + name[len(old):]
+    return name
+
+
+def _single_stack(src: ModelSource) -> Module:
+    """The one stack of layers that slices cut; models with several (a VLM's text and vision) are refused."""
+    modules = src.layout.modules
+    if len(modules) != 1:
+        raise ConfigError(f"slices cannot cut model {src.ref!r}: it has {len(modules)} stacks of layers "
+                          f"({', '.join(m.name for m in modules)}), and a slice's layer range would apply to each",
+                          "merge the whole models with `models:` (mergekit refuses slices on such models too)")
+    return modules[0]
 
 
 def build_plan(config: MergeConfig, out_dir: Path, *, dtype: str | None = None, compute_dtype: str | None = None,
@@ -326,8 +372,9 @@ def build_plan(config: MergeConfig, out_dir: Path, *, dtype: str | None = None, 
     aligned = config.tokenizer is not None
 
     def add(name, t, base_ref, base_name, entries, scopes, ref_src, ref_name, base_model=None):
-        base = (_open(refs, base_ref), base_name) if base_ref else None
-        sources = [(e, _open(refs, e.model), n) for e, n in entries]
+        base_src = _open(refs, base_ref) if base_ref else None
+        base = (base_src, _counterpart(base_name, ref_src, base_src)) if base_src else None
+        sources = [(e, src, _counterpart(n, ref_src, src)) for e, n in entries for src in [_open(refs, e.model)]]
         others = ([base] if base else []) + [(s, n) for _, s, n in sources]
         shape = _check_shapes(name, ref_src, ref_name, others, aligned=aligned)
         mergekit_dtype = _promoted([src.meta[n][1] for src, n in others], config.compute_dtype)
@@ -336,61 +383,77 @@ def build_plan(config: MergeConfig, out_dir: Path, *, dtype: str | None = None, 
         jobs.append(TensorJob(name, t, base, sources, scopes, shape, out_dtype, ref_src.is_embedding(ref_name),
                               base_model, compute))
 
+    layer_map = None
     if config.slices is None:
         base_ref = config.base_model
         reference = _open(refs, base_ref or config.models[0].model)
         for entry in config.models:
             _open(refs, entry.model)
-        num_layers = reference.num_layers
+        layout = reference.layout
+        num_layers = sum(m.num_layers for m in layout.modules)
         merged = config.non_base(config.models, base_ref)
         use_base = base_ref if config.method.requires_base else None
-        for name in sorted(reference.meta, key=_order_key):
-            _, t = tensor_position(name, num_layers)
+        for name in sorted(reference.meta, key=_order_key(layout)):
+            # Each module's layers get t from its own layer count; tensors outside the layers get t = 0.
+            module, layer = layout.locate(name)
+            t = module.t(layer) if module is not None else 0.0
             add(name, t, use_base, name, [(e, name) for e in merged], [config.parameters], reference, name,
                 base_ref)
     else:
         reference = _open(refs, config.slices[0].base_model or config.slices[0].sources[0].model)
-        num_layers = 0
-        out_layer = 0
+        out_layer, layer_map = 0, []
         first, last = config.slices[0], config.slices[-1]
         prefix_jobs: list[tuple] = []
+        out_stack = _single_stack(reference)
+        if reference.config and out_stack.count_key is None:
+            raise ConfigError(f"model {reference.ref!r}: its config.json has no layer count evosuite knows, so a "
+                              "frankenmerge's config could not say how many layers it has",
+                              "declare the family's `num_layers` key in evosuite/architectures.json")
         for spec in config.slices:
             scopes = [spec.parameters, config.parameters]
             slice_ref = _open(refs, spec.sources[0].model)
+            stack = _single_stack(slice_ref)
             start = spec.sources[0].layer_range[0]
+            for entry in spec.sources:
+                src_stack = _single_stack(_open(refs, entry.model))
+                if entry.layer_range[1] > src_stack.num_layers:
+                    raise ConfigError(f"slice layer range {list(entry.layer_range)} of model {entry.model!r} goes "
+                                      f"past its {src_stack.num_layers} layers",
+                                      f"give ranges within [0, {src_stack.num_layers}]")
             merged = config.non_base(spec.sources, spec.base_model)
             base_ref = spec.base_model if config.method.requires_base else None
             base_entry = next((s for s in spec.sources if s.model == base_ref), None)
             base_start = base_entry.layer_range[0] if base_entry else start
             for idx in range(spec.num_layers):
                 t = idx / (spec.num_layers - 1) if spec.num_layers > 1 else 1.0
-                for name in sorted(slice_ref.meta, key=_order_key):
-                    match = LAYER_RE.search(name)
-                    if not match or int(match.group(1)) != start + idx:
+                for name in sorted(slice_ref.meta, key=_order_key(slice_ref.layout)):
+                    if stack.layer_of(name) != start + idx:
                         continue
 
-                    def at(layer, name=name, match=match):
-                        return name[:match.start(1)] + str(layer) + name[match.end(1):]
+                    def at(layer, name=name, stack=stack):
+                        return stack.renumber(name, layer)
 
-                    add(at(out_layer), t, base_ref, at(base_start + idx),
+                    add(out_stack.prefix + at(out_layer)[len(stack.prefix):], t, base_ref, at(base_start + idx),
                         [(e, at(e.layer_range[0] + idx)) for e in merged], scopes, slice_ref, name)
+                layer_map.append((spec.sources[0].model, start + idx))
                 out_layer += 1
         num_layers = out_layer
         for spec, wanted in ((first, True), (last, False)):  # embeddings from the first slice, the rest from the last
             base_ref = spec.base_model if config.method.requires_base else None
             src = _open(refs, spec.sources[0].model)
-            for name in sorted(src.meta, key=_order_key):
-                if LAYER_RE.search(name) or (_order_key(name)[0] == 0) != wanted:
+            order = _order_key(src.layout)
+            for name in sorted(src.meta, key=order):
+                if src.layout.in_layer(name) or (order(name)[0] == 0) != wanted:
                     continue
-                _, t = tensor_position(name, num_layers)
                 entries = [(e, name) for e in config.non_base(spec.sources, spec.base_model)]
-                prefix_jobs.append((name, t, base_ref, name, entries, [spec.parameters, config.parameters], src, name,
+                prefix_jobs.append((name, 0.0, base_ref, name, entries, [spec.parameters, config.parameters], src, name,
                                     spec.base_model))
         layer_jobs, jobs[:] = list(jobs), []
         for args in prefix_jobs:
             add(*args)
-        pre = [j for j in jobs if _order_key(j.name)[0] == 0]
-        post = [j for j in jobs if _order_key(j.name)[0] != 0]
+        order = _order_key(reference.layout)
+        pre = [j for j in jobs if order(j.name)[0] == 0]
+        post = [j for j in jobs if order(j.name)[0] != 0]
         jobs[:] = pre + layer_jobs + post
 
     vocabulary = _output_vocabulary(config, refs, jobs, reference) if aligned else None
@@ -411,7 +474,8 @@ def build_plan(config: MergeConfig, out_dir: Path, *, dtype: str | None = None, 
             tokenizer = tok_src
         else:
             warnings.append(f"model {tok_ref!r} has no tokenizer files; the output has none")
-    return MergePlan(config, out_dir, jobs, shards, reference, tokenizer, num_layers, warnings, vocabulary)
+    return MergePlan(config, out_dir, jobs, shards, reference, tokenizer, num_layers, warnings, vocabulary,
+                     layer_map)
 
 
 def _promoted(st_dtypes: list[str], recipe_dtype: str | None) -> torch.dtype:
@@ -571,9 +635,8 @@ def _write_configs(plan: MergePlan, tmp: Path) -> None:
     old_vocab = vocab.vocabs.get(plan.reference.ref) if vocab else None
     config = json.loads(json.dumps(plan.reference.config))
     if config:
-        if plan.config.slices is not None:
-            target = config["text_config"] if "num_hidden_layers" not in config and "text_config" in config else config
-            target["num_hidden_layers"] = plan.num_layers
+        if plan.layer_map is not None:
+            _set_layer_count(config, plan)
         if plan.jobs:
             dtype_name = str(plan.jobs[0].dtype).replace("torch.", "")
             config["torch_dtype"] = dtype_name
@@ -595,6 +658,33 @@ def _write_configs(plan: MergePlan, tmp: Path) -> None:
             (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
         else:
             shutil.copy2(generation, tmp / "generation_config.json")
+
+
+def _set_layer_count(config: dict[str, Any], plan: MergePlan) -> None:
+    """A frankenmerge's config: its layer count under the key the architecture table names, and every per-layer
+    list beside it (``layer_types``...) rebuilt in the output's layer order from the sources' own lists."""
+    module = plan.reference.layout.modules[0]
+    *path, key = module.count_key.split(".")
+    owner = config
+    for part in path:
+        owner = owner[part]
+    old_count = owner[key]
+    owner[key] = plan.num_layers
+    skip = set(table()["per_layer_config_skip"])
+    sources = {src.ref: src for src in _sources(plan)}
+    for name, value in list(owner.items()):
+        if name in skip or not isinstance(value, list) or len(value) != old_count:
+            continue
+        rebuilt = []
+        for ref, layer in plan.layer_map:
+            src_owner = sources[ref].config if ref in sources else {}
+            for part in path:
+                src_owner = src_owner.get(part) if isinstance(src_owner, dict) else None
+            own = src_owner.get(name) if isinstance(src_owner, dict) else None
+            fallback = value[min(layer, len(value) - 1)]
+            rebuilt.append(own[layer] if isinstance(own, list) and layer < len(own) else fallback)
+        owner[name] = rebuilt
+
 
 def _check_replaceable(out: Path) -> None:
     """--force replaces only an earlier merge's output: a folder with the marker and nothing else added."""

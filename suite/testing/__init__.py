@@ -17,7 +17,9 @@ and ``evosuite.testing.checks`` has the helpers:
 - ``check_benchmark(benchmark_cls, model)``: items, predictions and scores of a benchmark on a model.
 
 and ``evosuite.testing.replicas`` writes tiny, seeded replicas of the real families the paper merged, with
-their config quirks and vocabularies (``write_replica(hub_id, path)``, ``write_paper_zoo(root)``).
+their config quirks and vocabularies (``write_replica(hub_id, path)``, ``write_paper_zoo(root)``), and
+``evosuite.testing.models`` tiny seeded models of other families, for tests of layer names: ``write_tiny(path,
+"gpt2")`` (GPT-2, GPT-J, GPTBigCode, Falcon, BLOOM, GPT-NeoX, Phi-3, Qwen2, BERT) and ``write_llava_next(path)``.
 """
 
 from evosuite.testing.checks import PluginReport, check_benchmark, check_plugin_registrations

@@ -4,6 +4,8 @@ The same two families as the tiny zoo (a Llama causal LM and a LLaVA VLM over it
 char-level tokenizer, but with random weights: they load, generate and merge like real models, in tests
 that cannot wait minutes for ``evosuite zoo build``. ``write_llm(path)`` and ``write_vlm(path)`` return
 the directory, which ``evosuite.models.load_model`` (and ``evosuite eval --model``) accept.
+``write_tiny(path, family)`` and ``write_llava_next(path)`` write other families (GPT-2, Falcon, BERT, a
+LLaVA-NeXT...) for tests of how their layers are named.
 """
 
 from __future__ import annotations
@@ -96,4 +98,45 @@ def write_gpt2(path: Path, *, seed: int = 0, layers: int = 4, hidden: int = 32, 
     model = GPT2LMHeadModel(config).to(getattr(torch, dtype))
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
+    return path
+
+
+#: Tiny configs of families people merge, for tests of layer names (``write_tiny``): the layer count is set
+#: through ``num_hidden_layers``, which every config maps to its own key (``n_layer`` in GPT-2...).
+TINY_FAMILIES = {
+    "gpt2": {"n_embd": 16, "n_head": 2, "n_positions": 32},
+    "gpt_bigcode": {"n_embd": 16, "n_head": 2, "n_positions": 32},
+    "gptj": {"n_embd": 16, "n_head": 2, "rotary_dim": 4, "n_positions": 32},
+    "falcon": {"hidden_size": 16, "num_attention_heads": 2},
+    "bloom": {"hidden_size": 16, "n_head": 2},
+    "gpt_neox": {"hidden_size": 16, "num_attention_heads": 2, "intermediate_size": 32},
+    "phi3": {"hidden_size": 16, "num_attention_heads": 2, "intermediate_size": 32, "pad_token_id": 0},
+    "qwen2": {"hidden_size": 16, "num_attention_heads": 2, "num_key_value_heads": 2, "intermediate_size": 32},
+    "bert": {"hidden_size": 16, "num_attention_heads": 2, "intermediate_size": 32},
+}
+
+
+def write_tiny(path: Path, model_type: str, *, seed: int = 0, layers: int = 2, vocab_size: int = 64,
+               **overrides) -> Path:
+    """A tiny seeded model of ``model_type`` (a key of ``TINY_FAMILIES``), saved with ``save_pretrained``."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(model_type, num_hidden_layers=layers, vocab_size=vocab_size,
+                                  bos_token_id=1, eos_token_id=2, **{**TINY_FAMILIES[model_type], **overrides})
+    torch.manual_seed(seed)
+    auto = AutoModel if model_type == "bert" else AutoModelForCausalLM
+    auto.from_config(config).save_pretrained(path)
+    return path
+
+
+def write_llava_next(path: Path, *, seed: int = 0, text_layers: int = 2, vision_layers: int = 2) -> Path:
+    """A tiny seeded LLaVA-NeXT (Llama text model, CLIP vision tower), saved with ``save_pretrained``."""
+    from transformers import CLIPVisionConfig, LlavaNextConfig, LlavaNextForConditionalGeneration
+
+    vision = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=vision_layers,
+                              num_attention_heads=2, image_size=16, patch_size=8)
+    config = LlavaNextConfig(vision_config=vision, text_config=text_config(text_layers, 16),
+                             image_grid_pinpoints=[[16, 16], [16, 32]], image_token_index=4)
+    torch.manual_seed(seed)
+    LlavaNextForConditionalGeneration(config).save_pretrained(path)
     return path
