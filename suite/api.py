@@ -173,6 +173,9 @@ class MergeMethod:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     requires_base: ClassVar[bool] = False
+    #: True when the method uses a base model if the recipe names one, and merges without one otherwise
+    #: (mergekit's nuslerp, multislerp): the engine then hands it the base apart from the models.
+    base_optional: ClassVar[bool] = False
     #: True when the method draws random numbers (it is then given a seeded ``torch.Generator``).
     random: ClassVar[bool] = False
     global_parameters: ClassVar[Mapping[str, Any]] = {}
@@ -191,6 +194,11 @@ class MergeMethod:
     ):
         """Merge one weight. ``tensors`` are the non-base models' values in config order."""
         raise NotImplementedError
+
+    @property
+    def takes_base(self) -> bool:
+        """Whether the base model is handed apart from the models: required, or optional and named."""
+        return self.requires_base or self.base_optional
 
 
 @dataclass

@@ -342,6 +342,17 @@ def test_end_to_end_nuslerp_with_a_weight_gradient(zoo):
         close(merged[name], slerp_reference(m["a"][name], m["b"][name], w / (1 + w)))
 
 
+def test_end_to_end_nuslerp_with_a_base_slerps_the_task_vectors(zoo):
+    # mergekit: with a base_model, nuslerp interpolates (a - base) and (b - base) and adds the base back
+    root, m = zoo
+    recipe = {"merge_method": "nuslerp", "base_model": str(root / "base"),
+              "models": entries(root, "a", "b", weight=1.0)}
+    merged = run_merge(root, recipe)
+    for name in SHAPES:
+        base = m["base"][name]
+        close(merged[name], slerp_reference(m["a"][name] - base, m["b"][name] - base, 0.5) + base)
+
+
 def test_end_to_end_multislerp(zoo):
     root, m = zoo
     merged = run_merge(root, {"merge_method": "multislerp", "models": entries(root, "a", "b", "c", weight=1.0)})

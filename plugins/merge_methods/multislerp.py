@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import ClassVar
 
 import torch
 
@@ -31,7 +30,7 @@ class MultiSlerp(BuiltinMethod):
     name = "multislerp"
     description = "Multi-SLERP: weighted spherical mean of the models (optional base)"
     requires_base = False
-    base_optional: ClassVar[bool] = True
+    base_optional = True
     source_count = (1, None)
     global_parameters = {"normalize_weights": True, "eps": 1e-8}
     model_parameters = {"weight": REQUIRED}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 
 from evosuite.api import REQUIRED
@@ -50,7 +48,7 @@ class NuSlerp(BuiltinMethod):
     name = "nuslerp"
     description = "NuSLERP: slerp of two models by their weights, per row, per column or whole (optional base)"
     requires_base = False
-    base_optional: ClassVar[bool] = True
+    base_optional = True
     source_count = (2, 2)
     global_parameters = {"nuslerp_flatten": True, "nuslerp_row_wise": False}
     model_parameters = {"weight": REQUIRED}

@@ -123,7 +123,7 @@ class MergeConfig:
 
     def non_base(self, entries: Sequence[ModelEntry], base: str | None) -> list[ModelEntry]:
         """The entries the method merges: without the base model when the method takes one apart."""
-        if self.method.requires_base:
+        if self.method.takes_base:
             return [e for e in entries if e.model != base]
         return list(entries)
 

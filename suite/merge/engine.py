@@ -392,7 +392,7 @@ def build_plan(config: MergeConfig, out_dir: Path, *, dtype: str | None = None, 
         layout = reference.layout
         num_layers = sum(m.num_layers for m in layout.modules)
         merged = config.non_base(config.models, base_ref)
-        use_base = base_ref if config.method.requires_base else None
+        use_base = base_ref if config.method.takes_base else None
         for name in sorted(reference.meta, key=_order_key(layout)):
             # Each module's layers get t from its own layer count; tensors outside the layers get t = 0.
             module, layer = layout.locate(name)
@@ -421,7 +421,7 @@ def build_plan(config: MergeConfig, out_dir: Path, *, dtype: str | None = None, 
                                       f"past its {src_stack.num_layers} layers",
                                       f"give ranges within [0, {src_stack.num_layers}]")
             merged = config.non_base(spec.sources, spec.base_model)
-            base_ref = spec.base_model if config.method.requires_base else None
+            base_ref = spec.base_model if config.method.takes_base else None
             base_entry = next((s for s in spec.sources if s.model == base_ref), None)
             base_start = base_entry.layer_range[0] if base_entry else start
             for idx in range(spec.num_layers):
@@ -439,7 +439,7 @@ def build_plan(config: MergeConfig, out_dir: Path, *, dtype: str | None = None, 
                 out_layer += 1
         num_layers = out_layer
         for spec, wanted in ((first, True), (last, False)):  # embeddings from the first slice, the rest from the last
-            base_ref = spec.base_model if config.method.requires_base else None
+            base_ref = spec.base_model if config.method.takes_base else None
             src = _open(refs, spec.sources[0].model)
             order = _order_key(src.layout)
             for name in sorted(src.meta, key=order):
