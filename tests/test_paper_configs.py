@@ -86,7 +86,7 @@ def test_evollm_jp_ps_then_dfs(zoo, tmp_path):
     assert len(AutoTokenizer.from_pretrained(model_dir)) == MISTRAL_VOCAB
     # the exported model is scored like any other
     result = run_cli("eval", "--model", str(model_dir), "--benchmark", "mgsm-ja", "--limit", "1",
-                     "--data-dir", str(FIXTURES / "mgsm-ja"), "-O", "max_new_tokens=8")
+                     "--data-dir", str(FIXTURES / "mgsm-ja"), "-O", "max_new_tokens=8", "--output", str(tmp_path / "eval.json"))
     assert result.returncode == 0, result.stderr
 
 
@@ -124,7 +124,8 @@ def test_evovlm_jp_ps(zoo, tmp_path):
     assert merged.get_input_embeddings().weight.shape[0] == LLAVA_ROWS >= len(processor.tokenizer)
     assert processor.tokenizer.convert_tokens_to_ids("<image>") == 32000
     result = run_cli("eval", "--model", str(model_dir), "--benchmark", "ja-vg-vqa-500", "--limit", "1",
-                     "--data-dir", str(FIXTURES / "ja-vg-vqa-500"), "-O", "max_new_tokens=4", "-O", "num_beams=1")
+                     "--data-dir", str(FIXTURES / "ja-vg-vqa-500"), "-O", "max_new_tokens=4", "-O", "num_beams=1",
+                     "--output", str(tmp_path / "eval.json"))
     assert result.returncode == 0, result.stderr
 
 
