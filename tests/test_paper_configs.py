@@ -86,7 +86,8 @@ def test_evollm_jp_ps_then_dfs(zoo, tmp_path):
     assert len(AutoTokenizer.from_pretrained(model_dir)) == MISTRAL_VOCAB
     # the exported model is scored like any other
     result = run_cli("eval", "--model", str(model_dir), "--benchmark", "mgsm-ja", "--limit", "1",
-                     "--data-dir", str(FIXTURES / "mgsm-ja"), "-O", "max_new_tokens=8", "--output", str(tmp_path / "eval.json"))
+                     "--data-dir", str(FIXTURES / "mgsm-ja"), "-O", "max_new_tokens=8",
+                     "--output", str(tmp_path / "eval.json"))
     assert result.returncode == 0, result.stderr
 
 
