@@ -51,12 +51,14 @@ def test_placeholders_become_paths_and_layer_counts():
 
 
 @pytest.mark.parametrize("entry", CORPUS, ids=[e["name"] for e in CORPUS])
-def test_each_recipe_parses_or_is_marked_as_a_possible_refusal(entry):
+def test_each_recipe_parses_or_is_refused_as_marked(entry):
     recipe = PARITY.resolve(entry["recipe"], {p: f"/models/{p.lower()}" for p in PLACEHOLDERS}, 4)
     assert isinstance(recipe.get("merge_method"), str)
     assert ("models" in recipe) != ("slices" in recipe)  # mergekit's rule: exactly one of them
     if entry.get("evosuite_refusal"):
-        return  # evosuite may accept it once the case is supported; nothing to require yet
+        with pytest.raises(EvosuiteError):
+            load_config(recipe)
+        return
     try:
         load_config(recipe)
     except EvosuiteError as exc:
