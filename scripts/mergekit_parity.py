@@ -178,9 +178,10 @@ def compare_values(evo: dict, mk: dict) -> dict:
         bad = int((diff > atol + rtol * m.abs()).sum())
         off += bad
         all_close &= bad == 0 and bool(torch.isfinite(e).all() == torch.isfinite(m).all())
-    only = sorted(set(evo) ^ set(mk))
+    only_evo, only_mk = sorted(set(evo) - set(mk)), sorted(set(mk) - set(evo))
     return {"names_equal": names_equal, "meta_equal": meta_equal, "max_diff": worst, "close": all_close,
-            "entries_off": off, "only_in_one": only[:3]}
+            "entries_off": off, "only_in_one": (only_evo + only_mk)[:3],
+            "only_in_evosuite": len(only_evo), "only_in_mergekit": len(only_mk)}
 
 
 def change_stats(out: dict, base: dict) -> dict:
@@ -234,7 +235,8 @@ def table_cells(row: dict) -> list[str]:
         e, m = row["stats"]["evosuite"], row["stats"]["mergekit"]
         note = f"moved {e['moved']:.3f}/{m['moved']:.3f}, std {e['std']:.4g}/{m['std']:.4g} (evo/mk)"
     elif both and row["only_in_one"]:
-        note = "only in one: " + ", ".join(row["only_in_one"])
+        note = (f"tensors only in evosuite's output: {row.get('only_in_evosuite', '?')}, only in mergekit's: "
+                f"{row.get('only_in_mergekit', '?')} (e.g. " + ", ".join(row["only_in_one"]) + ")")
     elif both and row["entries_off"]:
         note = f"{row['entries_off']} entries off"
     return [row["recipe"], row["family"], "-" if row["mk_rc"] is None else str(row["mk_rc"]), str(row["evo_rc"]),

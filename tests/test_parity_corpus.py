@@ -39,8 +39,9 @@ def test_the_corpus_covers_the_shapes_and_families_it_promises():
         assert set(entry) <= {"name", "families", "recipe", "random", "mergekit_lacks", "evosuite_refusal", "note"}
         assert entry["families"] and set(entry["families"]) <= set(PARITY.FAMILIES), entry["name"]
         # every random method is flagged, so the script compares its statistics rather than its values
-        assert bool(entry.get("random")) == (entry["recipe"]["merge_method"] in {"dare_ties", "dare_linear", "della",
-                                                                                 "della_linear"}), entry["name"]
+        # (arcee_fusion samples its ranking on tensors over 1e6 entries: the Mistral replicas' embeddings)
+        random_methods = {"dare_ties", "dare_linear", "della", "della_linear", "arcee_fusion"}
+        assert bool(entry.get("random")) == (entry["recipe"]["merge_method"] in random_methods), entry["name"]
 
 
 def test_placeholders_become_paths_and_layer_counts():
