@@ -308,6 +308,12 @@ class MergeSpace:
         self.seed = seed
         self.settings = {**self.options, **options}
 
+    @classmethod
+    def validate_options(cls, settings: Mapping[str, Any]) -> None:
+        """Raise a one-line ``ConfigError`` for option values (``settings``: the defaults updated by the given
+        options) that no model is needed to refuse; called when the run is planned, before any work.
+        Default: nothing beyond the type checks of ``check_options``."""
+
     @property
     def dimension(self) -> int:
         """Length of a genome."""

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from evosuite.pipeline import stage_names
+
 SPACE_TAGS = {"ps": "parameter-space-merge", "dfs": "data-flow-space-merge"}
 
 
@@ -82,7 +84,7 @@ def _loading(summary: dict[str, Any]) -> str:
 
 def model_card(summary: dict[str, Any], config) -> str:
     models = [s.model for s in config.sources]
-    spaces = config.space.name.split("+")
+    spaces = stage_names(config.space.name)
     front = {
         "base_model": models + ([config.base_model] if config.base_model else []),
         "base_model_relation": "merge",

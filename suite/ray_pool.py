@@ -1,9 +1,10 @@
 """Candidate evaluation on Ray actors (``pip install 'evosuite[ray]'``); Ray is imported only here.
 
-Each actor is built from the run configuration (a plain dict), loads the sources once and keeps them,
-builds the merge space, benchmark and search items of the current stage, and scores the genomes it is
-sent: only genomes, contexts and scores travel. A later pipeline stage (ps+dfs) is set up on the same
-actors from the earlier stages' best genomes (``set_stage``), without loading the sources again.
+Each actor is built from the run configuration (a ``RunConfig``), loads the sources once and keeps them,
+and builds the current stage's space and scorer the way the driver does (``evosuite.pipeline``), then
+scores the genomes it is sent: only genomes, contexts and scores travel. A later pipeline stage (ps+dfs)
+is set up on the same actors from the earlier stages' best genomes (``set_stage``), without loading the
+sources again.
 
 Dispatch is dynamic: each actor holds one task at a time and gets the next pending one the moment it
 returns, so within a generation no worker waits while work is left. Results are handed to the evolver
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from evosuite.parallel import Evaluator, Outcome, Task, Utilization, run_one
 
@@ -31,7 +32,7 @@ def _worker_env() -> dict[str, str]:
 class _Worker:
     """The actor's body (wrapped by ``ray.remote`` in ``RayEvaluator``)."""
 
-    def __init__(self, config: dict[str, Any], worker: int, threads: int):
+    def __init__(self, config, worker: int, threads: int):
         import torch
 
         torch.set_num_threads(max(1, threads))
@@ -42,12 +43,16 @@ class _Worker:
         self.stage = None
 
     def set_stage(self, stage: int, previous: Sequence[Sequence[float]]) -> float:
-        from evosuite.fitness import ItemScorer
-        from evosuite.runner import search_setup
+        from evosuite.loading import load_sources
+        from evosuite.pipeline import Plan, replay_stage_space, stage_scorer
 
         start = time.perf_counter()
-        plan, space, items, self.loaded = search_setup(self.config, stage, previous, self.loaded)
-        self.scorer = ItemScorer(space.candidate, plan.benchmark, items, plan.fitness, plan.config.seed)
+        plan = Plan(self.config)
+        if self.loaded is None:
+            self.loaded = load_sources(plan.config)[:2]
+        models, base = self.loaded
+        space = replay_stage_space(plan, stage, models, base, previous)
+        self.scorer = stage_scorer(plan, space, plan.search_items())
         self.stage = stage
         return time.perf_counter() - start
 
@@ -61,9 +66,10 @@ class _Worker:
 class RayEvaluator(Evaluator):
     """``workers`` Ray actors, on a local Ray started here (default) or the cluster at ``address``."""
 
-    def __init__(self, config: dict[str, Any], *, stage: int = 0, previous: Sequence[Sequence[float]] = (),
-                 workers: int = 2, address: str | None = None, threads_per_worker: int | None = None,
-                 num_gpus_per_worker: float | None = None):
+    parallel = True
+
+    def __init__(self, config, *, workers: int = 2, address: str | None = None,
+                 threads_per_worker: int | None = None, num_gpus_per_worker: float | None = None):
         import ray
 
         self.ray = ray
@@ -77,9 +83,8 @@ class RayEvaluator(Evaluator):
                 ray.init(num_cpus=max(workers, os.cpu_count() or 1), include_dashboard=False, runtime_env=env,
                          log_to_driver=False, logging_level="ERROR", configure_logging=False)
             self._started_ray = True
-        device = str(config.get("device", "cpu"))
         if num_gpus_per_worker is None:
-            num_gpus_per_worker = (1.0 / workers) if device.startswith("cuda") else 0
+            num_gpus_per_worker = (1.0 / workers) if str(config.device).startswith("cuda") else 0
         threads = threads_per_worker or int(os.environ.get("EVOSUITE_THREADS", "1") or 1)
         actor = ray.remote(num_cpus=1, num_gpus=num_gpus_per_worker)(_Worker)
         self._actors = [actor.remote(config, i, threads) for i in range(workers)]
@@ -87,7 +92,6 @@ class RayEvaluator(Evaluator):
         self._stage = None
         self._reset_counts()
         self.setup_seconds = 0.0
-        self.set_stage(stage, previous)
 
     def describe(self) -> str:
         return f"Ray at {self.address}" if self.address else "local Ray"
@@ -98,7 +102,8 @@ class RayEvaluator(Evaluator):
         self._first: float | None = None
         self._last: float | None = None
 
-    def set_stage(self, stage: int, previous: Sequence[Sequence[float]]) -> None:
+    def set_stage(self, stage: int, previous: Sequence[Sequence[float]], scorer: Callable | None = None) -> None:
+        """Each actor rebuilds the stage's scorer itself (the driver's ``scorer`` stays in the driver)."""
         if self._stage == (stage, [list(g) for g in previous]):
             return
         start = time.perf_counter()
@@ -107,11 +112,13 @@ class RayEvaluator(Evaluator):
         self._stage = (stage, [list(g) for g in previous])
         self._reset_counts()  # utilization is per stage
 
-    def run(self, tasks, progress=None):
+    def run(self, tasks, progress=None, started=None):
         ray = self.ray
         queue = list(tasks)
         if not queue:
             return
+        if started is not None:
+            started(queue[0])
         if self._first is None:
             self._first = time.perf_counter()
         in_flight: dict[Any, int] = {}

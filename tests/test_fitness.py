@@ -116,7 +116,7 @@ def _run(tmp_path, name, settings, budget, pool=None, store=None, optimizer="cma
     score = scorer(bench, settings)
     store = store or RunStore(tmp_path / name).create({})
     evolver = Evolver(stage="ps", optimizer=get("optimizers", optimizer)(2, seed=4), evaluate=score, store=store,
-                      budget=budget, pool=pool, schedule=Schedule(settings, 60) if settings.active else None)
+                      budget=budget, evaluator=pool, schedule=Schedule(settings, 60) if settings.active else None)
     return evolver, evolver.run(), store
 
 

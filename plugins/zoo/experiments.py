@@ -13,6 +13,7 @@ import os
 from typing import Any, Callable
 
 from evosuite.api import Experiment
+from evosuite.pipeline import stage_names
 
 #: Options of each merge space on the zoo. PS: TIES with DARE, one density and one weight per source (the
 #: paper's best PS setting). DFS: the paper's layout (r = 3) with one scale per hop, on a small budget.
@@ -26,7 +27,7 @@ def space_spec(name: str, *, weight_range: tuple[float, float] = (0.0, 1.5)) -> 
     """``ps``, ``dfs`` or a pipeline such as ``ps+dfs``, with the zoo's options for each stage."""
     options = {**SPACE_OPTIONS, "ps": {**SPACE_OPTIONS["ps"],
                                        "ranges": {**SPACE_OPTIONS["ps"]["ranges"], "weight": list(weight_range)}}}
-    stages = name.split("+")
+    stages = stage_names(name)
     unknown = [s for s in stages if s not in options]
     if unknown:
         from evosuite.errors import ConfigError

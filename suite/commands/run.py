@@ -10,6 +10,7 @@ import yaml
 from evosuite.cli import cli
 from evosuite.config import parse_config
 from evosuite.errors import ConfigError
+from evosuite.pipeline import set_stage_option, stage_names
 from evosuite.plugin_manager import get_host
 from evosuite.run_store import RunStore, default_run_dir
 from evosuite.runtime import configure_threads, quiet_library_progress
@@ -47,20 +48,10 @@ def _experiment_config(plugin: str | None, config_path: str | None, reporter, sp
 
 
 def _set_dfs_scales(data: dict, scales: str) -> None:
-    space = data.get("space")
-    if isinstance(space, str):
-        space = {"name": space}
-    space = dict(space or {"name": "ps"})
-    stages = space["name"].split("+")
-    if "dfs" not in stages:
+    space = data.get("space") or "ps"
+    if "dfs" not in stage_names(space if isinstance(space, str) else space.get("name", "ps")):
         raise ConfigError("--dfs-scales given but the run has no dfs stage", "add --space dfs or --space ps+dfs")
-    options = dict(space.get("options") or {})
-    if len(stages) == 1:
-        options["scales"] = scales
-    else:
-        options["dfs"] = {**(options.get("dfs") or {}), "scales": scales}
-    space["options"] = options
-    data["space"] = space
+    data["space"] = set_stage_option(space, "dfs", "scales", scales)
 
 
 def _set_data_dir(data: dict, value: str) -> None:
@@ -192,7 +183,7 @@ def _check_changes(store: RunStore, config, allowed: tuple[str, ...]) -> dict | 
     if recorded is None:
         raise ConfigError(f"the marker {store.path / '.evosuite-run'} is unreadable",
                           "the configuration the run started with is unknown: start a new run")
-    diff = check_config_change(recorded, store.config(), allowed, stages=len(config.space.name.split("+")))
+    diff = check_config_change(recorded, store.config(), allowed, stages=len(stage_names(config.space.name)))
     if diff:
         store.record_config({**store.config()})  # the logs from here on are computed with the new values
         return diff

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from evosuite.errors import ConfigError
+from evosuite.pipeline import stage_labels
 from evosuite.run_store import RunStore, atomic_write_text
 
 FIGURES_DIR = "report_figures"
@@ -46,8 +47,7 @@ class RunData:
     @property
     def stage_labels(self) -> list[str]:
         """The stages the configuration asks for ("ps", "ps+dfs"...), then any other stage found in the log."""
-        names = self.space_name.split("+")
-        labels = ["+".join(names[:k + 1]) for k in range(len(names))]
+        labels = stage_labels(self.space_name)
         for record in self.evaluations:
             if record.get("stage") not in labels:
                 labels.append(record.get("stage"))
