@@ -344,6 +344,32 @@ class DataFlowSpace(MergeSpace):
     #: Called by ``evosuite.models.load_model`` after any load: re-applies a saved ``evosuite_dfs.json``.
     post_load = staticmethod(_apply_saved_path)
 
+    # -- what a run's report, model card and command line show (evosuite.api.MergeSpace) --------------
+    card_tags = ("data-flow-space-merge",)
+    cli_options = {"scales": ("DFS transition scales: the paper's matrix W, one per hop, or off (all 1: the "
+                              "ablation).", SCALE_MODES)}
+
+    @classmethod
+    def describe(cls, recipe):
+        from evosuite.plugins.space_reports import dfs_describe
+
+        return dfs_describe(recipe)
+
+    @classmethod
+    def figure(cls, recipe, *, label, colors):
+        from evosuite.plugins.space_reports import dfs_report_figure
+
+        return dfs_report_figure(recipe, label=label, colors=colors)
+
+    @classmethod
+    def loading_note(cls, recipe):
+        if not any(float(step.get("scale", 1.0)) != 1.0 for step in recipe.get("path") or []):
+            return None  # all scales 1: the saved model is a standard one
+        return ("The layer path has scales on its transitions between models; they are stored in "
+                "`evosuite_dfs.json`. Load with evosuite to apply them: "
+                "`from evosuite.plugins.dfs_space import load_dfs_model; model = load_dfs_model(PATH)` "
+                "(or `evosuite eval PATH ...`). A plain `transformers` loader ignores the scales.")
+
 
 def load_dfs_model(path, **load_kwargs) -> LoadedModel:
     """Load an exported DFS model exactly: ``evosuite.models.load_model`` plus its saved per-layer scales.

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from evosuite.api import LoadedModel
 from evosuite.errors import ModelError
+from evosuite.models import read_model_config
 
 if TYPE_CHECKING:
     import torch
@@ -37,25 +38,8 @@ def text_layout(model_type: str) -> dict[str, str]:
     return layouts[model_type]
 
 
-def read_config(name_or_path: str, *, trust_remote_code: bool = False) -> dict[str, Any]:
-    """``config.json`` of a local directory or hub id, as a dict."""
-    local = Path(name_or_path) / "config.json"
-    if local.is_file():
-        try:
-            return json.loads(local.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            raise ModelError(f"{str(local)!r} is not valid JSON", "re-save the model's config.json") from None
-    text = str(name_or_path)
-    if not Path(text).exists() and (text.startswith(("/", ".", "~")) or text.count("/") > 1 or "\\" in text):
-        # A path, not a hub id (org/name): say so rather than pass on the hub's "Repo id must be..."
-        raise ModelError(f"model path {text!r} does not exist", "check the path")
-    from transformers import AutoConfig
-
-    try:
-        return AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code).to_dict()
-    except Exception as exc:
-        raise ModelError(f"cannot read the config of model {name_or_path!r}: {_first_line(exc)}",
-                         "give a local model directory or a hub id reachable from this machine") from None
+#: ``config.json`` of a local directory or hub id, as a dict (the core's reader, which adapters detect from).
+read_config = read_model_config
 
 
 def _first_line(exc: BaseException) -> str:

@@ -37,9 +37,11 @@ def check_options(kind: str, name: str, given: Mapping[str, Any], valid: Mapping
             raise ConfigError(f"option {key!r} of {kind} {name!r} is {value!r}",
                               f"give a {'true/false flag' if isinstance(default, bool) else 'number'}")
 
-#: What a model takes and a benchmark needs: text prompts, images with text prompts (VLMs), or images to
-#: classify against class texts (CLIP-style models).
-MODALITIES = ("text", "image-text", "image-classification")
+#: Modalities are open strings: what a model takes and a benchmark needs. The built-ins use ``"text"`` (text
+#: prompts), ``"image-text"`` (images with text prompts: VLMs) and ``"image-classification"`` (images to
+#: classify against class texts: CLIP-style models); a plugin may name its own. A benchmark runs on a model
+#: whose ``LoadedModel.supports`` accepts the benchmark's modality.
+TEXT = "text"
 
 #: ``progress(done, total)``: called by long operations so the UI can draw a bar.
 Progress = Callable[[int, int], None]
@@ -55,8 +57,8 @@ class LoadedModel:
     """
 
     adapter: str = ""
-    #: One of ``MODALITIES``: what the model takes.
-    modality: str = "text"
+    #: What the model takes (an open string, see ``TEXT``).
+    modality: str = TEXT
 
     def __init__(self, module, *, name_or_path: str, processor=None):
         self.module = module
@@ -69,7 +71,7 @@ class LoadedModel:
 
     def supports(self, modality: str) -> bool:
         """Whether the model can take a benchmark of ``modality`` (a VLM also answers text-only prompts)."""
-        return modality == self.modality or (modality == "text" and self.modality == "image-text")
+        return modality == self.modality or (modality == TEXT and self.modality == "image-text")
 
     @property
     def num_layers(self) -> int:
@@ -216,8 +218,8 @@ class Benchmark:
     description: ClassVar[str] = ""
     #: The metric whose value is ``BenchmarkResult.score``.
     metric: ClassVar[str] = ""
-    #: One of ``MODALITIES``: what a model must take to be scored on this benchmark.
-    modality: ClassVar[str] = "text"
+    #: What a model must take to be scored on this benchmark (an open string, see ``TEXT``).
+    modality: ClassVar[str] = TEXT
     #: Every split the benchmark has, by the names ``items`` and ``evosuite eval --split`` take.
     splits: ClassVar[tuple[str, ...]] = ("test",)
     #: Role "search": the split the evolver's fitness scores (one of ``splits``).
@@ -364,6 +366,34 @@ class MergeSpace:
     def export(self, genome: Sequence[float], out_dir: str | Path, *, model_card: str | None = None) -> Path:
         """Write the genome's model as a directory that ``evosuite.models.load_model`` loads back exactly."""
         return self.candidate(genome).save(out_dir, model_card=model_card)
+
+    # -- what the space contributes to reports, model cards and the command line: all optional ---------
+    #: Hugging Face tags of the model card of a merge made in this space (default: the space's name).
+    card_tags: ClassVar[tuple[str, ...]] = ()
+    #: Options that ``evosuite run`` offers as flags: option -> (help, the values it takes or None for any).
+    #: ``--<space>-<option> VALUE`` is the same as ``-S <space>.<option>=VALUE``.
+    cli_options: ClassVar[Mapping[str, tuple[str, Sequence[str] | None]]] = {}
+
+    @classmethod
+    def describe(cls, recipe: Mapping[str, Any]) -> list[tuple]:
+        """The report's section on a best ``recipe`` of this space (as ``recipe`` returned it), as report
+        blocks: ``("p", markdown)``, ``("table", headers, rows)``, ``("code", text, language)``,
+        ``("list", [markdown...])``. Default: the recipe as YAML."""
+        import yaml
+
+        return [("code", yaml.safe_dump(dict(recipe), sort_keys=False, allow_unicode=True), "yaml")]
+
+    @classmethod
+    def figure(cls, recipe: Mapping[str, Any], *, label: str, colors: Mapping[str, str]):
+        """``(matplotlib Figure, caption)`` drawing a best ``recipe`` of stage ``label`` for the report, or None
+        (the default: no figure); ``colors`` maps each source and stage name to its colour in the report."""
+        return None
+
+    @classmethod
+    def loading_note(cls, recipe: Mapping[str, Any]) -> str | None:
+        """Markdown for the model card when a merge exported from ``recipe`` needs more than a plain
+        ``transformers`` loader (e.g. saved extras evosuite applies on load); None: a standard directory."""
+        return None
 
 
 class Optimizer:

@@ -12,6 +12,9 @@ from typing import Any, Mapping
 
 from evosuite.errors import ConfigError
 
+#: The merge space and optimizer of a configuration that names none (the README's defaults).
+DEFAULT_SPACE, DEFAULT_OPTIMIZER = "ps", "cmaes"
+
 
 @dataclass
 class SourceSpec:
@@ -37,8 +40,8 @@ class RunConfig:
     base_model: str | None = None
     #: Source whose non-mergeable parts (a VLM's vision tower and projector) the result keeps.
     carrier: str | None = None
-    space: PluginSpec = field(default_factory=lambda: PluginSpec("ps"))
-    optimizer: PluginSpec = field(default_factory=lambda: PluginSpec("cmaes"))
+    space: PluginSpec = field(default_factory=lambda: PluginSpec(DEFAULT_SPACE))
+    optimizer: PluginSpec = field(default_factory=lambda: PluginSpec(DEFAULT_OPTIMIZER))
     #: Candidate evaluations of the search (the final table's evaluations come on top).
     budget: int = 60
     #: Items of the search split scored per candidate (None: all), and of the held-out test split.
@@ -149,8 +152,8 @@ def parse_config(data: Mapping[str, Any]) -> RunConfig:
     config = RunConfig(
         sources=sources,
         benchmark=_plugin_spec("benchmark", data["benchmark"]),
-        space=_plugin_spec("space", data.get("space"), "ps"),
-        optimizer=_plugin_spec("optimizer", data.get("optimizer"), "cmaes"),
+        space=_plugin_spec("space", data.get("space"), DEFAULT_SPACE),
+        optimizer=_plugin_spec("optimizer", data.get("optimizer"), DEFAULT_OPTIMIZER),
         **{k: data[k] for k in _SCALARS if k in data},
     )
     if config.carrier is not None and config.carrier not in names:

@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from evosuite.api import check_options
-from evosuite.config import RunConfig
+from evosuite.api import MergeSpace, check_options
+from evosuite.config import DEFAULT_SPACE, RunConfig
 from evosuite.errors import ConfigError
 from evosuite.fitness import ItemScorer, parse_fitness
 from evosuite.plugin_manager import get_host
@@ -42,7 +42,7 @@ def stage_labels(space_name: str) -> list[str]:
 def set_stage_option(space: Any, stage: str, key: str, value: Any) -> dict[str, Any]:
     """The ``space`` spec (a name or ``{name, options}``) with option ``key`` of stage ``stage`` set to ``value``:
     the space's own options for a single space, ``options[stage]`` for a pipeline."""
-    spec = {"name": space} if isinstance(space, str) else dict(space or {"name": "ps"})
+    spec = {"name": space} if isinstance(space, str) else dict(space or {"name": DEFAULT_SPACE})
     names = stage_names(spec["name"])
     if stage not in names:
         raise ConfigError(f"an option is given for stage {stage!r}, but the run's space is {spec['name']!r}",
@@ -163,6 +163,13 @@ def replay_stage_space(plan: Plan, k: int, models: Mapping[str, Any], base,
         if j < k:
             previous = (space, list(previous_genomes[j]))
     return space
+
+
+def space_class(name: Any):
+    """The registered merge space ``name``, or the base ``MergeSpace`` when no installed plugin registers it
+    (its defaults: the recipe as YAML, no figure, the name as card tag), so an old run's report still renders."""
+    spaces = get_host().registry("spaces")
+    return spaces.get(name) if isinstance(name, str) and name in spaces else MergeSpace
 
 
 def stage_scorer(plan: Plan, space, items: Sequence[Any]) -> ItemScorer:

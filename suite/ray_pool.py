@@ -19,12 +19,14 @@ from typing import Any, Callable, Sequence
 
 from evosuite.parallel import Evaluator, Outcome, Task, Utilization, run_one
 
+#: Set by Ray itself for each worker (its GPUs, its session): never copied from the driver.
+_RAY_OWNED = ("CUDA_VISIBLE_DEVICES", "RAY_")
+
 
 def _worker_env() -> dict[str, str]:
-    """What workers inherit from the driver: plugin paths, thread limits, evosuite's cache and zoo settings."""
-    keep = ("PYTHONPATH", "OMP_NUM_THREADS", "EVOSUITE_CACHE", "EVOSUITE_ZOO_VARIANT", "EVOSUITE_THREADS",
-            "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "EVOSUITE_LOAD_PLUGINS", "EVOSUITE_STRICT_PLUGINS")
-    env = {k: os.environ[k] for k in keep if k in os.environ}
+    """The driver's whole environment (plugin paths, thread limits, caches, any plugin's settings), so a worker
+    builds what the driver would; one torch thread each unless the driver says otherwise."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_RAY_OWNED)}
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
 

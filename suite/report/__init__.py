@@ -16,8 +16,9 @@ from typing import Any
 
 import yaml
 
+from evosuite.config import DEFAULT_SPACE
 from evosuite.errors import ConfigError
-from evosuite.pipeline import stage_labels
+from evosuite.pipeline import space_class, stage_labels
 from evosuite.run_store import RunStore, atomic_write_text
 
 FIGURES_DIR = "report_figures"
@@ -42,7 +43,7 @@ class RunData:
     @property
     def space_name(self) -> str:
         space = self.config.get("space") or {}
-        return (space.get("name") if isinstance(space, dict) else str(space)) or "ps"
+        return (space.get("name") if isinstance(space, dict) else str(space)) or DEFAULT_SPACE
 
     @property
     def stage_labels(self) -> list[str]:
@@ -89,6 +90,9 @@ class RunData:
         if isinstance(low, (int, float)) and isinstance(high, (int, float)):
             return float(low), float(high)
         return None
+
+    #: The space class that describes and draws a recipe (``evosuite.pipeline.space_class``).
+    space_class = staticmethod(space_class)
 
     def stage_recipes(self) -> dict[str, dict[str, Any]]:
         """Stage label -> the recipe of its best genome (best_recipe.yaml; empty until the search has ended)."""
