@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from evosuite.api import LoadedModel
+from evosuite.api import DecoderLayers, LoadedModel
 from evosuite.errors import ModelError
 from evosuite.models import read_model_config
 
@@ -90,7 +90,7 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     return text[:end]
 
 
-class HFModel(LoadedModel):
+class HFModel(LoadedModel, DecoderLayers):
     """A ``transformers`` model whose decoder sits under ``decoder_prefixes[wrapper]``."""
 
     wrapper = "causal-lm"
@@ -114,6 +114,14 @@ class HFModel(LoadedModel):
     @property
     def num_layers(self) -> int:
         return int(self.text_config.num_hidden_layers)
+
+    @property
+    def decoder_prefix(self) -> str:  # evosuite.api.DecoderLayers
+        return self._prefix
+
+    @property
+    def head_prefix(self) -> str:  # evosuite.api.DecoderLayers
+        return self._head
 
     def mergeable_parameters(self) -> dict[str, torch.Tensor]:
         out = {}

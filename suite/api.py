@@ -56,6 +56,7 @@ class LoadedModel:
     module (a vision tower, a projector) is kept as it is.
     """
 
+    #: The name of the adapter that loaded the model (for the run's log and result tables).
     adapter: str = ""
     #: What the model takes (an open string, see ``TEXT``).
     modality: str = TEXT
@@ -109,6 +110,21 @@ class LoadedModel:
         differ from the current one); needed only by models that list ``vocab_parameters``."""
         raise NotImplementedError
 
+    #: The text that marks where an image goes in a prompt (VLMs); None for a model that takes no images.
+    image_token: str | None = None
+
+    def classify(self, images: Sequence[Any], class_texts: Sequence[str], *, templates: Sequence[str] = ("{}",),
+                 batch_size: int = 256) -> list[int]:
+        """Zero-shot classification, offered by models of a classifying modality (CLIP-style): the index in
+        ``class_texts`` of each image's most similar class, each class text put in every ``templates``
+        pattern (``"a photo of a {}."``) and the pattern embeddings averaged. Default: not offered."""
+        raise NotImplementedError(f"{type(self).__name__} does not classify images")
+
+    @property
+    def classifies(self) -> bool:
+        """Whether the model offers ``classify`` (a benchmark checks this before scoring)."""
+        return type(self).classify is not LoadedModel.classify
+
     def config_summary(self) -> dict[str, Any]:
         """The configuration values that sources of one merge should share and that the result takes from
         its carrier (architecture family, rope base, attention window, context length...). The run logs
@@ -126,6 +142,21 @@ class LoadedModel:
     def save(self, out_dir: str | Path, *, model_card: str | None = None) -> Path:
         """Write a Hugging Face model directory (safetensors, config, tokenizer or processor)."""
         raise NotImplementedError
+
+
+class DecoderLayers:
+    """Capability of a ``LoadedModel`` whose language model is a stack of decoder layers inside ``module`` that
+    a space may run in another order, from several models at once (the ``dfs`` space asks for it with
+    ``isinstance(model, DecoderLayers)``). A model offers it by also deriving from this class and giving:
+    """
+
+    #: The language model's configuration (``model_type``, ``hidden_size``, ``num_hidden_layers``...).
+    text_config: Any
+    #: Dotted prefix, inside ``module``, of the decoder that holds the embeddings, the layers and the final
+    #: norm (``model.``, ``model.language_model.``).
+    decoder_prefix: str
+    #: Dotted prefix, inside ``module``, of the output head (``lm_head.``).
+    head_prefix: str
 
 
 class ModelAdapter:
@@ -187,6 +218,19 @@ class MergeMethod:
     ):
         """Merge one weight. ``tensors`` are the non-base models' values in config order."""
         raise NotImplementedError
+
+    # -- optional: a faster path for the in-memory merger of a search (evosuite.merge.in_memory) ---------
+    #: True when ``merge_flat`` takes the sources as task vectors (source - base), which the merger then
+    #: computes once per run instead of once per candidate.
+    takes_deltas: ClassVar[bool] = False
+    #: Optional ``merge_flat(sources, base, model_params, global_params, *, generator, out, work, shape)``:
+    #: merge one weight given flat float32 tensors (task vectors when ``takes_deltas``, which it may
+    #: overwrite), writing the result into ``out``; ``work`` lends scratch buffers, ``shape`` is the weight's.
+    #: None (the default): the merger calls ``merge`` with full-valued tensors of the weight's shape.
+    merge_flat: ClassVar[Callable[..., Any] | None] = None
+    #: Optional ``check_sources(count)``: raise a one-line ``ConfigError`` when the method cannot merge
+    #: ``count`` non-base models (slerp takes exactly two). None (the default): any count of at least one.
+    check_sources: ClassVar[Callable[[int], None] | None] = None
 
 
 @dataclass
@@ -257,6 +301,17 @@ class Benchmark:
     def score(self, items: Sequence[Mapping[str, Any]], predictions: Sequence[str], *, split: str) -> BenchmarkResult:
         """Score predictions against the items' references."""
         raise NotImplementedError
+
+    def items_by_id(self, split: str, ids: Sequence[Any]) -> list[dict[str, Any]]:
+        """The items of ``split`` with these ids, in the given order (``evosuite score`` scores predictions
+        made elsewhere). Default: looked up in ``items(split)``; a benchmark with a cheaper way overrides it."""
+        from evosuite.errors import DataError
+
+        by_id = {item["id"]: item for item in self.items(split)}
+        missing = [i for i in ids if i not in by_id]
+        if missing:
+            raise DataError(f"item id {missing[0]} is not in {self.name}/{split}", "ids are 0-based row indices")
+        return [by_id[i] for i in ids]
 
     #: Optional: ``item_scores(items, predictions) -> list[float]``, each item's contribution in [0, 1] when
     #: the headline score is (or is well approximated by) their mean. A benchmark that defines it gets racing
@@ -387,6 +442,14 @@ class MergeSpace:
     def figure(cls, recipe: Mapping[str, Any], *, label: str, colors: Mapping[str, str]):
         """``(matplotlib Figure, caption)`` drawing a best ``recipe`` of stage ``label`` for the report, or None
         (the default: no figure); ``colors`` maps each source and stage name to its colour in the report."""
+        return None
+
+    @classmethod
+    def post_load(cls, model: LoadedModel, name_or_path: str) -> LoadedModel | None:
+        """Called by ``evosuite.models.load_model`` after every load, for each registered space: finish loading
+        a result this space exported as more than a standard model directory (the ``dfs`` space re-applies
+        the scales it saved beside the weights). Return the model to use instead, or None (the default) to
+        keep it as loaded."""
         return None
 
     @classmethod

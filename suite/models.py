@@ -39,8 +39,7 @@ def find_adapter(name_or_path: str, *, trust_remote_code: bool = False):
     the one whose ``detect`` accepts the model's ``config.json``."""
     registry = get_host().registry("models")
     for _, adapter in registry:
-        detect_path = getattr(adapter, "detect_path", None)
-        if detect_path is not None and detect_path(str(name_or_path)):
+        if adapter.detect_path(str(name_or_path)):
             return adapter
     config = read_model_config(name_or_path, trust_remote_code=trust_remote_code)
     for _, adapter in registry:
@@ -62,7 +61,7 @@ def load_model(name_or_path: str, *, adapter: str | None = None, dtype: str = "f
     chosen = (get_host().registry("models").get(adapter) if adapter
               else find_adapter(name_or_path, trust_remote_code=trust_remote_code))
     options = dict(options or {})
-    check_options("model adapter", chosen.name, options, getattr(chosen, "options", {}))
+    check_options("model adapter", chosen.name, options, chosen.options)
     model = chosen.load(name_or_path, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
                         allow_pickle=allow_pickle, **options)
     return _post_load(model, name_or_path)
@@ -71,14 +70,11 @@ def load_model(name_or_path: str, *, adapter: str | None = None, dtype: str = "f
 def _post_load(model: LoadedModel, name_or_path: str) -> LoadedModel:
     """Let a merge space finish loading a result it saved as more than a standard model directory.
 
-    A registered merge space class may define ``post_load(model, name_or_path)``: it returns the model to
-    use instead, or None to leave it as loaded. The ``dfs`` space uses it to re-apply the per-layer
-    hidden-state scales it records in ``evosuite_dfs.json`` beside the weights.
+    Each registered merge space's ``MergeSpace.post_load(model, name_or_path)`` returns the model to use
+    instead, or None to leave it as loaded.
     """
     for _, space in get_host().registry("spaces"):
-        hook = getattr(space, "post_load", None)
-        if hook is not None:
-            model = hook(model, str(name_or_path)) or model
+        model = space.post_load(model, str(name_or_path)) or model
     return model
 
 
@@ -143,5 +139,5 @@ def config_differences(models: Mapping[str, LoadedModel], carrier: str) -> list[
 
 
 def _vocab(model: LoadedModel):
-    tokenizer = getattr(model, "tokenizer", None)
+    tokenizer = model.tokenizer
     return tokenizer.get_vocab() if tokenizer is not None and hasattr(tokenizer, "get_vocab") else None
