@@ -1,4 +1,5 @@
-"""Where candidates are evaluated: in this process, or on a pool of workers (``evosuite.ray_pool``).
+"""Where candidates are evaluated: in this process, or on a pool of workers (``evosuite.ray_pool``, whose
+``make_evaluator`` chooses).
 
 The evolver hands a pool one generation's pending candidates at once as ``Task``s and receives
 ``Outcome``s as they complete, in any order; it logs them in ask order itself. A pool only moves genomes,
@@ -144,19 +145,3 @@ class InProcessEvaluator(Evaluator):
 
     def utilization(self) -> Utilization:
         return Utilization(1, [self._busy], max(self._wall, self._busy), self._tasks)
-
-
-def make_evaluator(*, workers: int, config=None, address: str | None = None, evaluate: Callable | None = None,
-                   message: Callable[[str], None] = print) -> Evaluator:
-    """A Ray pool of ``workers`` actors built from the run configuration ``config`` (a ``RunConfig``) when asked
-    for and Ray is installed, else the in-process evaluator (scoring with ``evaluate`` until ``set_stage``)."""
-    if workers <= 1 and not address:
-        return InProcessEvaluator(evaluate)
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        message(f"--workers {workers}: Ray is not installed (pip install 'evosuite[ray]'); evaluating in-process")
-        return InProcessEvaluator(evaluate)
-    from evosuite.ray_pool import RayEvaluator
-
-    return RayEvaluator(config, workers=max(1, workers), address=address)

@@ -1,4 +1,5 @@
-"""Candidate evaluation on Ray actors (``pip install 'evosuite[ray]'``); Ray is imported only here.
+"""Candidate evaluation on Ray actors (``pip install 'evosuite[ray]'``); Ray is imported only here, and only
+when a pool is made (``make_evaluator`` falls back to in-process evaluation without it).
 
 Each actor is built from the run configuration (a ``RunConfig``), loads the sources once and keeps them,
 and builds the current stage's space and scorer the way the driver does (``evosuite.pipeline``), then
@@ -17,7 +18,7 @@ import os
 import time
 from typing import Any, Callable, Sequence
 
-from evosuite.parallel import Evaluator, Outcome, Task, Utilization, run_one
+from evosuite.parallel import Evaluator, InProcessEvaluator, Outcome, Task, Utilization, run_one
 
 #: Set by Ray itself for each worker (its GPUs, its session): never copied from the driver.
 _RAY_OWNED = ("CUDA_VISIBLE_DEVICES", "RAY_")
@@ -158,3 +159,17 @@ class RayEvaluator(Evaluator):
         if self._started_ray:
             self.ray.shutdown()
             self._started_ray = False
+
+
+def make_evaluator(*, workers: int, config=None, address: str | None = None, evaluate: Callable | None = None,
+                   message: Callable[[str], None] = print) -> Evaluator:
+    """A Ray pool of ``workers`` actors built from the run configuration ``config`` (a ``RunConfig``) when asked
+    for and Ray is installed, else the in-process evaluator (scoring with ``evaluate`` until ``set_stage``)."""
+    if workers <= 1 and not address:
+        return InProcessEvaluator(evaluate)
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        message(f"--workers {workers}: Ray is not installed (pip install 'evosuite[ray]'); evaluating in-process")
+        return InProcessEvaluator(evaluate)
+    return RayEvaluator(config, workers=max(1, workers), address=address)

@@ -17,8 +17,9 @@ from evosuite.errors import ConfigError, DataError, EvosuiteError
 from evosuite.evolver import Evolver
 from evosuite.fitness import Schedule
 from evosuite.loading import load_sources
-from evosuite.parallel import Evaluator, make_evaluator
+from evosuite.parallel import Evaluator
 from evosuite.pipeline import Plan, Stage, stage_scorer, stage_space
+from evosuite.ray_pool import make_evaluator
 from evosuite.run_store import RunStore
 from evosuite.summary import finish
 from evosuite.tui import Reporter

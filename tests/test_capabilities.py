@@ -78,3 +78,16 @@ def test_a_space_without_the_optional_methods_keeps_the_defaults(tmp_path):
     assert MergeSpace.post_load(model, "somewhere") is None
     # The dfs space's post_load leaves a standard model directory (no evosuite_dfs.json) as loaded.
     assert get("spaces", "dfs").post_load(model, str(tmp_path / "llm")) in (None, model)
+
+
+def test_loading_asks_each_source_to_describe_itself_once(tmp_path, monkeypatch):
+    from evosuite.config import parse_config
+    from evosuite.loading import load_sources
+    from evosuite.plugins.llm import CausalLM
+
+    calls = []
+    monkeypatch.setattr(CausalLM, "describe", lambda self: calls.append(self.name_or_path) or "runs as text")
+    paths = [str(write_llm(tmp_path / "a")), str(write_llm(tmp_path / "b", seed=1))]
+    _, _, notes = load_sources(parse_config({"sources": paths, "benchmark": "mgsm-ja", "carrier": "b"}))
+    assert calls == paths  # once each, in source order
+    assert notes[:2] == ["a: runs as text", "b: runs as text"]

@@ -11,8 +11,9 @@ import yaml
 
 from evosuite.evolver import Evolver
 from evosuite.fitness import FitnessSettings, Schedule
-from evosuite.parallel import Evaluator, InProcessEvaluator, Task, Utilization, make_evaluator, run_one
+from evosuite.parallel import Evaluator, InProcessEvaluator, Task, Utilization, run_one
 from evosuite.plugin_manager import get
+from evosuite.ray_pool import make_evaluator
 from evosuite.run_store import RunStore
 from tests.conftest import run_cli
 from tests.test_evolution_run import tiny_models, toy_config, toy_site  # noqa: F401 - fixtures
