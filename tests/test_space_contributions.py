@@ -95,8 +95,10 @@ def test_a_space_flag_is_the_same_as_a_stage_option(register_plugin):
     with pytest.raises(click.BadParameter):  # the space's declared values are checked by the flag
         command.main(["--knob-knob", "sideways"], standalone_mode=False)
     assert _parse_stage_options(["knob.knob=high"], []) == seen["flags"]
-    assert _parse_stage_options(["dfs.repeats=2", "dfs.scale_range=[0, 1.5]"], []) == [
-        ("dfs", "repeats", 2), ("dfs", "scale_range", [0, 1.5])]  # values parsed as YAML
+    given = ["dfs.repeats=2", "dfs.scale_range=[0, 1.5]", "dfs.scales=off", "x.flag=true"]
+    # Values are parsed as YAML, but only true/false are flags: "off" is the word.
+    assert _parse_stage_options(given, []) == [("dfs", "repeats", 2), ("dfs", "scale_range", [0, 1.5]),
+                                               ("dfs", "scales", "off"), ("x", "flag", True)]
     with pytest.raises(ConfigError, match="is not STAGE.KEY=VALUE"):
         _parse_stage_options(["scales=off"], [])
 
