@@ -172,7 +172,7 @@ def test_identical_genomes_reuse_the_logged_score(tmp_path):
 
 
 def test_zoo_math_item_scores_average_to_the_headline():
-    from evosuite.benchmarks.zoo_tasks import ZooJapaneseMath
+    from evosuite.plugins.zoo.benchmarks import ZooJapaneseMath
 
     bench = ZooJapaneseMath()
     items = [{"id": i, "question": "q", "answer_number": n} for i, n in enumerate([3, 12, 7, 40])]
