@@ -48,7 +48,7 @@ def load_rows(dataset: str, split: str, data_dir: str | None = None) -> tuple[li
 
 
 def check_model(model, benchmark: str) -> None:
-    if getattr(model, "modality", None) != MODALITY or not hasattr(model, "classify"):
+    if getattr(model, "modality", None) != MODALITY or not getattr(model, "classifies", False):
         raise ModelError(f"benchmark {benchmark!r} classifies images zero-shot; model "
                          f"{getattr(model, 'name_or_path', model)!r} ({getattr(model, 'modality', '?')}) cannot",
                          "use an OpenCLIP model (the clip adapter)")

@@ -36,7 +36,7 @@ def setup(args, tmp: Path):
         model = load_model(str(write_llm(tmp / "m", seed=1)))
         prompts = [f"q{i % 10} {chr(97 + i % 20)}:" for i in range(args.items or 16)]
         return model, prompts, {"max_new_tokens": 8}, "tiny random Llama, toy prompts"
-    from evosuite.benchmarks.zoo_tasks import ZooJapaneseMath
+    from evosuite.plugins.zoo.benchmarks import ZooJapaneseMath
     from evosuite.plugins.zoo.build import build_zoo
     from evosuite.plugins.zoo.prompts import math_prompt
 

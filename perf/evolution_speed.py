@@ -65,7 +65,7 @@ def quick_setup(root: Path):
 
 
 def zoo_setup(zoo: str | None):
-    from evosuite.benchmarks.zoo_tasks import ZooJapaneseVQA
+    from evosuite.plugins.zoo.benchmarks import ZooJapaneseVQA
     from evosuite.plugins.zoo.build import build_zoo
     from evosuite.plugins.zoo.experiments import SPACE_OPTIONS
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from evosuite import hookimpl
-from evosuite.api import Experiment, LoadedModel, ModelAdapter
+from evosuite.api import LoadedModel, ModelAdapter
 from evosuite.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:
@@ -312,44 +312,7 @@ def _hub_config(repo: str) -> dict[str, Any]:
     return json.loads(Path(hf_hub_download(repo, CONFIG_NAME)).read_text())
 
 
-class ZooClipExperiment(Experiment):
-    name = "clip"
-    description = ("tiny zoo: two OpenCLIP experts fine-tuned on disjoint label subsets, task-arithmetic merge "
-                   "evolved to classify their union (FusionBench's setting, searched by CMA-ES)")
-    budget = 64
-
-    def config(self, *, progress=None, space=None) -> dict[str, Any]:
-        import os
-
-        from evosuite.errors import ConfigError
-        from evosuite.plugins.zoo.clip_build import build_clip_zoo
-
-        if space not in (None, "ps"):
-            raise ConfigError(f"the clip experiment has no settings for space {space!r}",
-                              "use the ps space (dfs stacks decoder layers of language models)")
-        variant = os.environ.get("EVOSUITE_ZOO_VARIANT", "full")
-        root = build_clip_zoo(variant, seed=0, progress=progress)
-        meta = json.loads((root / "zoo.json").read_text())
-        models = meta["models"]
-        return {
-            "sources": [{"name": "expert-a", "model": str(root / models["A"])},
-                        {"name": "expert-b", "model": str(root / models["B"])}],
-            "base_model": str(root / models["base"]),
-            "carrier": "expert-a",
-            "benchmark": {"name": "zoo-clip-union", "options": {"data_dir": str(root)}},
-            "space": {"name": "ps", "options": {"method": "task_arithmetic", "granularity": "layer",
-                                                "ranges": {"weight": [0.0, 1.0]}}},
-            "optimizer": {"name": "cmaes", "options": {}},
-            "budget": self.budget,
-            "seed": 0,
-        }
-
-
 @hookimpl
 def register_model_adapters(register):
     register(ClipAdapter())
 
-
-@hookimpl
-def register_experiments(register):
-    register(ZooClipExperiment())

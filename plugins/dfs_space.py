@@ -82,9 +82,9 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from evosuite import hookimpl
-from evosuite.api import LoadedModel, MergeSpace
+from evosuite.api import DecoderLayers, LoadedModel, MergeSpace
 from evosuite.errors import ConfigError, ModelError
-from evosuite.plugins.hf_models import HFModel, text_layout
+from evosuite.plugins.hf_models import text_layout
 
 
 def _paths():
@@ -166,7 +166,7 @@ class DataFlowSpace(MergeSpace):
         if not self.sources:
             raise ConfigError("the dfs space needs at least one source", "list the models to merge")
         for name, model in [*zip(self.source_names, self.sources), ("carrier", self.carrier)]:
-            if not isinstance(model, HFModel):
+            if not isinstance(model, DecoderLayers):
                 raise ModelError(f"source {name!r} is not a transformers decoder model",
                                  "the dfs space runs llm and vlm adapter models")
         first = self.sources[0].text_config
@@ -196,7 +196,7 @@ class DataFlowSpace(MergeSpace):
     def _source_of(self, global_layer: int) -> int:
         return next(s for s in reversed(range(len(self.counts))) if global_layer >= self.offsets[s])
 
-    def _build_shell(self) -> HFModel:
+    def _build_shell(self) -> LoadedModel:
         carrier = self.carrier
         shell = _paths().share_structure(carrier.module)
         if self.embeddings_source >= 0 and self.sources[self.embeddings_source] is not carrier:
@@ -205,7 +205,7 @@ class DataFlowSpace(MergeSpace):
             target, origin = _paths().decoder_of(shell, carrier), _paths().decoder_of(src.module, src)
             for part in (layout["embeddings"], layout["final_norm"]):
                 _paths().replace_part(target, origin, part.rstrip("."))
-            _paths().replace_part(shell, src.module, carrier._head.rstrip("."))
+            _paths().replace_part(shell, src.module, carrier.head_prefix.rstrip("."))
             # The head may be tied to the embeddings in that source and not in the carrier (or the reverse):
             # the config must say what the modules do, or an export would drop or re-tie the head.
             tied = getattr(src.module.config.get_text_config(decoder=True), "tie_word_embeddings", None)
@@ -341,8 +341,36 @@ class DataFlowSpace(MergeSpace):
         """Save the genome's model: see "Export and load" in the module docstring. Returns the directory."""
         return self.candidate(genome).save(out_dir, model_card=model_card)
 
-    #: Called by ``evosuite.models.load_model`` after any load: re-applies a saved ``evosuite_dfs.json``.
-    post_load = staticmethod(_apply_saved_path)
+    @classmethod
+    def post_load(cls, model, name_or_path):
+        """Re-applies a saved ``evosuite_dfs.json`` (called by ``evosuite.models.load_model`` after any load)."""
+        return _apply_saved_path(model, name_or_path)
+
+    # -- what a run's report, model card and command line show (evosuite.api.MergeSpace) --------------
+    card_tags = ("data-flow-space-merge",)
+    cli_options = {"scales": ("DFS transition scales: the paper's matrix W, one per hop, or off (all 1: the "
+                              "ablation).", SCALE_MODES)}
+
+    @classmethod
+    def describe(cls, recipe):
+        from evosuite.plugins.space_reports import dfs_describe
+
+        return dfs_describe(recipe)
+
+    @classmethod
+    def figure(cls, recipe, *, label, colors):
+        from evosuite.plugins.space_reports import dfs_report_figure
+
+        return dfs_report_figure(recipe, label=label, colors=colors)
+
+    @classmethod
+    def loading_note(cls, recipe):
+        if not any(float(step.get("scale", 1.0)) != 1.0 for step in recipe.get("path") or []):
+            return None  # all scales 1: the saved model is a standard one
+        return ("The layer path has scales on its transitions between models; they are stored in "
+                "`evosuite_dfs.json`. Load with evosuite to apply them: "
+                "`from evosuite.plugins.dfs_space import load_dfs_model; model = load_dfs_model(PATH)` "
+                "(or `evosuite eval PATH ...`). A plain `transformers` loader ignores the scales.")
 
 
 def load_dfs_model(path, **load_kwargs) -> LoadedModel:

@@ -6,13 +6,13 @@ torch and transformers are imported inside functions: listing plugins or showing
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from evosuite import architectures
-from evosuite.api import LoadedModel
+from evosuite.api import DecoderLayers, LoadedModel
 from evosuite.errors import ConfigError, ModelError
+from evosuite.models import read_model_config
 
 if TYPE_CHECKING:
     import torch
@@ -28,25 +28,8 @@ def text_layout(model_type: str) -> dict[str, str]:
     return {"layer": module["layers"], "embeddings": module["embeddings"][0], "final_norm": module["final_norm"][0]}
 
 
-def read_config(name_or_path: str, *, trust_remote_code: bool = False) -> dict[str, Any]:
-    """``config.json`` of a local directory or hub id, as a dict."""
-    local = Path(name_or_path) / "config.json"
-    if local.is_file():
-        try:
-            return json.loads(local.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            raise ModelError(f"{str(local)!r} is not valid JSON", "re-save the model's config.json") from None
-    text = str(name_or_path)
-    if not Path(text).exists() and (text.startswith(("/", ".", "~")) or text.count("/") > 1 or "\\" in text):
-        # A path, not a hub id (org/name): say so rather than pass on the hub's "Repo id must be..."
-        raise ModelError(f"model path {text!r} does not exist", "check the path")
-    from transformers import AutoConfig
-
-    try:
-        return AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code).to_dict()
-    except Exception as exc:
-        raise ModelError(f"cannot read the config of model {name_or_path!r}: {_first_line(exc)}",
-                         "give a local model directory or a hub id reachable from this machine") from None
+#: ``config.json`` of a local directory or hub id, as a dict (the core's reader, which adapters detect from).
+read_config = read_model_config
 
 
 def _first_line(exc: BaseException) -> str:
@@ -97,7 +80,7 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     return text[:end]
 
 
-class HFModel(LoadedModel):
+class HFModel(LoadedModel, DecoderLayers):
     """A ``transformers`` model whose decoder is the ``text`` module of its family in the architecture table."""
 
     def __init__(self, module, *, name_or_path: str, tokenizer, processor=None):
@@ -119,6 +102,14 @@ class HFModel(LoadedModel):
     @property
     def num_layers(self) -> int:
         return int(self.text_config.num_hidden_layers)
+
+    @property
+    def decoder_prefix(self) -> str:  # evosuite.api.DecoderLayers
+        return self._prefix
+
+    @property
+    def head_prefix(self) -> str:  # evosuite.api.DecoderLayers
+        return self._head
 
     def mergeable_parameters(self) -> dict[str, torch.Tensor]:
         out = {}

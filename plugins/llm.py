@@ -43,9 +43,3 @@ class LLMAdapter(ModelAdapter):
 def register_model_adapters(register):
     register(LLMAdapter())
 
-
-@hookimpl
-def register_experiments(register):
-    from evosuite.plugins.zoo.experiments import ZooLLMExperiment
-
-    register(ZooLLMExperiment())

@@ -357,6 +357,21 @@ class ParameterSpace(MergeSpace):
             ],
         }
 
+    # -- what a run's report and model card show (evosuite.api.MergeSpace) ---------------------------
+    card_tags = ("parameter-space-merge",)
+
+    @classmethod
+    def describe(cls, recipe):
+        from evosuite.plugins.space_reports import ps_describe
+
+        return ps_describe(recipe)
+
+    @classmethod
+    def figure(cls, recipe, *, label, colors):
+        from evosuite.plugins.space_reports import ps_report_figure
+
+        return ps_report_figure(recipe, label=label, colors=colors)
+
 
 def _model_ref(model: LoadedModel) -> str:
     """How a recipe names a loaded model: its absolute path when it is a local directory, else the hub id."""

@@ -149,9 +149,3 @@ def _as_single_image_llava(name_or_path, next_processor, load: dict):
 def register_model_adapters(register):
     register(VLMAdapter())
 
-
-@hookimpl
-def register_experiments(register):
-    from evosuite.plugins.zoo.experiments import ZooVLMExperiment
-
-    register(ZooVLMExperiment())

@@ -37,9 +37,11 @@ def check_options(kind: str, name: str, given: Mapping[str, Any], valid: Mapping
             raise ConfigError(f"option {key!r} of {kind} {name!r} is {value!r}",
                               f"give a {'true/false flag' if isinstance(default, bool) else 'number'}")
 
-#: What a model takes and a benchmark needs: text prompts, images with text prompts (VLMs), or images to
-#: classify against class texts (CLIP-style models).
-MODALITIES = ("text", "image-text", "image-classification")
+#: Modalities are open strings: what a model takes and a benchmark needs. The built-ins use ``"text"`` (text
+#: prompts), ``"image-text"`` (images with text prompts: VLMs) and ``"image-classification"`` (images to
+#: classify against class texts: CLIP-style models); a plugin may name its own. A benchmark runs on a model
+#: whose ``LoadedModel.supports`` accepts the benchmark's modality.
+TEXT = "text"
 
 #: ``progress(done, total)``: called by long operations so the UI can draw a bar.
 Progress = Callable[[int, int], None]
@@ -54,9 +56,10 @@ class LoadedModel:
     module (a vision tower, a projector) is kept as it is.
     """
 
+    #: The name of the adapter that loaded the model (for the run's log and result tables).
     adapter: str = ""
-    #: One of ``MODALITIES``: what the model takes.
-    modality: str = "text"
+    #: What the model takes (an open string, see ``TEXT``).
+    modality: str = TEXT
 
     def __init__(self, module, *, name_or_path: str, processor=None):
         self.module = module
@@ -69,7 +72,7 @@ class LoadedModel:
 
     def supports(self, modality: str) -> bool:
         """Whether the model can take a benchmark of ``modality`` (a VLM also answers text-only prompts)."""
-        return modality == self.modality or (modality == "text" and self.modality == "image-text")
+        return modality == self.modality or (modality == TEXT and self.modality == "image-text")
 
     @property
     def num_layers(self) -> int:
@@ -113,6 +116,21 @@ class LoadedModel:
         differ from the current one); needed only by models that list ``vocab_parameters``."""
         raise NotImplementedError
 
+    #: The text that marks where an image goes in a prompt (VLMs); None for a model that takes no images.
+    image_token: str | None = None
+
+    def classify(self, images: Sequence[Any], class_texts: Sequence[str], *, templates: Sequence[str] = ("{}",),
+                 batch_size: int = 256) -> list[int]:
+        """Zero-shot classification, offered by models of a classifying modality (CLIP-style): the index in
+        ``class_texts`` of each image's most similar class, each class text put in every ``templates``
+        pattern (``"a photo of a {}."``) and the pattern embeddings averaged. Default: not offered."""
+        raise NotImplementedError(f"{type(self).__name__} does not classify images")
+
+    @property
+    def classifies(self) -> bool:
+        """Whether the model offers ``classify`` (a benchmark checks this before scoring)."""
+        return type(self).classify is not LoadedModel.classify
+
     def config_summary(self) -> dict[str, Any]:
         """The configuration values that sources of one merge should share and that the result takes from
         its carrier (architecture family, rope base, attention window, context length...). The run logs
@@ -130,6 +148,21 @@ class LoadedModel:
     def save(self, out_dir: str | Path, *, model_card: str | None = None) -> Path:
         """Write a Hugging Face model directory (safetensors, config, tokenizer or processor)."""
         raise NotImplementedError
+
+
+class DecoderLayers:
+    """Capability of a ``LoadedModel`` whose language model is a stack of decoder layers inside ``module`` that
+    a space may run in another order, from several models at once (the ``dfs`` space asks for it with
+    ``isinstance(model, DecoderLayers)``). A model offers it by also deriving from this class and giving:
+    """
+
+    #: The language model's configuration (``model_type``, ``hidden_size``, ``num_hidden_layers``...).
+    text_config: Any
+    #: Dotted prefix, inside ``module``, of the decoder that holds the embeddings, the layers and the final
+    #: norm (``model.``, ``model.language_model.``).
+    decoder_prefix: str
+    #: Dotted prefix, inside ``module``, of the output head (``lm_head.``).
+    head_prefix: str
 
 
 class ModelAdapter:
@@ -195,6 +228,19 @@ class MergeMethod:
         """Merge one weight. ``tensors`` are the non-base models' values in config order."""
         raise NotImplementedError
 
+    # -- optional: a faster path for the in-memory merger of a search (evosuite.merge.in_memory) ---------
+    #: True when ``merge_flat`` takes the sources as task vectors (source - base), which the merger then
+    #: computes once per run instead of once per candidate.
+    takes_deltas: ClassVar[bool] = False
+    #: Optional ``merge_flat(sources, base, model_params, global_params, *, generator, out, work, shape)``:
+    #: merge one weight given flat float32 tensors (task vectors when ``takes_deltas``, which it may
+    #: overwrite), writing the result into ``out``; ``work`` lends scratch buffers, ``shape`` is the weight's.
+    #: None (the default): the merger calls ``merge`` with full-valued tensors of the weight's shape.
+    merge_flat: ClassVar[Callable[..., Any] | None] = None
+    #: Optional ``check_sources(count)``: raise a one-line ``ConfigError`` when the method cannot merge
+    #: ``count`` non-base models (slerp takes exactly two). None (the default): any count of at least one.
+    check_sources: ClassVar[Callable[[int], None] | None] = None
+
     @property
     def takes_base(self) -> bool:
         """Whether the base model is handed apart from the models: required, or optional and named."""
@@ -230,8 +276,8 @@ class Benchmark:
     description: ClassVar[str] = ""
     #: The metric whose value is ``BenchmarkResult.score``.
     metric: ClassVar[str] = ""
-    #: One of ``MODALITIES``: what a model must take to be scored on this benchmark.
-    modality: ClassVar[str] = "text"
+    #: What a model must take to be scored on this benchmark (an open string, see ``TEXT``).
+    modality: ClassVar[str] = TEXT
     #: Every split the benchmark has, by the names ``items`` and ``evosuite eval --split`` take.
     splits: ClassVar[tuple[str, ...]] = ("test",)
     #: Role "search": the split the evolver's fitness scores (one of ``splits``).
@@ -269,6 +315,17 @@ class Benchmark:
     def score(self, items: Sequence[Mapping[str, Any]], predictions: Sequence[str], *, split: str) -> BenchmarkResult:
         """Score predictions against the items' references."""
         raise NotImplementedError
+
+    def items_by_id(self, split: str, ids: Sequence[Any]) -> list[dict[str, Any]]:
+        """The items of ``split`` with these ids, in the given order (``evosuite score`` scores predictions
+        made elsewhere). Default: looked up in ``items(split)``; a benchmark with a cheaper way overrides it."""
+        from evosuite.errors import DataError
+
+        by_id = {item["id"]: item for item in self.items(split)}
+        missing = [i for i in ids if i not in by_id]
+        if missing:
+            raise DataError(f"item id {missing[0]} is not in {self.name}/{split}", "ids are 0-based row indices")
+        return [by_id[i] for i in ids]
 
     #: Optional: ``item_scores(items, predictions) -> list[float]``, each item's contribution in [0, 1] when
     #: the headline score is (or is well approximated by) their mean. A benchmark that defines it gets racing
@@ -322,6 +379,12 @@ class MergeSpace:
         self.seed = seed
         self.settings = {**self.options, **options}
 
+    @classmethod
+    def validate_options(cls, settings: Mapping[str, Any]) -> None:
+        """Raise a one-line ``ConfigError`` for option values (``settings``: the defaults updated by the given
+        options) that no model is needed to refuse; called when the run is planned, before any work.
+        Default: nothing beyond the type checks of ``check_options``."""
+
     @property
     def dimension(self) -> int:
         """Length of a genome."""
@@ -369,9 +432,50 @@ class MergeSpace:
         """A readable, YAML-serializable description of what the genome means."""
         raise NotImplementedError
 
+    def mergekit_recipe(self, genome: Sequence[float]) -> tuple[dict[str, Any] | None, str]:
+        """Optional: the genome's merge as a mergekit-style recipe from which ``evosuite merge`` rebuilds the
+        exported model (written into ``best_recipe.yaml``), or ``(None, why it cannot be one)``."""
+        return None, f"the {self.name} space's merges are not a mergekit recipe"
+
     def export(self, genome: Sequence[float], out_dir: str | Path, *, model_card: str | None = None) -> Path:
         """Write the genome's model as a directory that ``evosuite.models.load_model`` loads back exactly."""
         return self.candidate(genome).save(out_dir, model_card=model_card)
+
+    # -- what the space contributes to reports, model cards and the command line: all optional ---------
+    #: Hugging Face tags of the model card of a merge made in this space (default: the space's name).
+    card_tags: ClassVar[tuple[str, ...]] = ()
+    #: Options that ``evosuite run`` offers as flags: option -> (help, the values it takes or None for any).
+    #: ``--<space>-<option> VALUE`` is the same as ``-S <space>.<option>=VALUE``.
+    cli_options: ClassVar[Mapping[str, tuple[str, Sequence[str] | None]]] = {}
+
+    @classmethod
+    def describe(cls, recipe: Mapping[str, Any]) -> list[tuple]:
+        """The report's section on a best ``recipe`` of this space (as ``recipe`` returned it), as report
+        blocks: ``("p", markdown)``, ``("table", headers, rows)``, ``("code", text, language)``,
+        ``("list", [markdown...])``. Default: the recipe as YAML."""
+        import yaml
+
+        return [("code", yaml.safe_dump(dict(recipe), sort_keys=False, allow_unicode=True), "yaml")]
+
+    @classmethod
+    def figure(cls, recipe: Mapping[str, Any], *, label: str, colors: Mapping[str, str]):
+        """``(matplotlib Figure, caption)`` drawing a best ``recipe`` of stage ``label`` for the report, or None
+        (the default: no figure); ``colors`` maps each source and stage name to its colour in the report."""
+        return None
+
+    @classmethod
+    def post_load(cls, model: LoadedModel, name_or_path: str) -> LoadedModel | None:
+        """Called by ``evosuite.models.load_model`` after every load, for each registered space: finish loading
+        a result this space exported as more than a standard model directory (the ``dfs`` space re-applies
+        the scales it saved beside the weights). Return the model to use instead, or None (the default) to
+        keep it as loaded."""
+        return None
+
+    @classmethod
+    def loading_note(cls, recipe: Mapping[str, Any]) -> str | None:
+        """Markdown for the model card when a merge exported from ``recipe`` needs more than a plain
+        ``transformers`` loader (e.g. saved extras evosuite applies on load); None: a standard directory."""
+        return None
 
 
 class Optimizer:

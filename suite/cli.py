@@ -63,6 +63,15 @@ def _add_plugin_commands() -> None:
             host.warn(f"plugin {impl.plugin_name!r} failed in register_commands: {type(exc).__name__}: {exc}")
 
 
+def _add_space_flags() -> None:
+    from evosuite.commands.run import add_space_flags
+
+    try:
+        add_space_flags(cli.commands["run"])
+    except Exception as exc:  # a broken space plugin must not break every command
+        get_host().warn(f"the merge spaces' command-line flags are unavailable: {type(exc).__name__}: {exc}")
+
+
 def _load_builtin_commands() -> None:
     # Core commands live in their own modules; importing them attaches them to ``cli``.
     from evosuite import commands  # noqa: F401
@@ -80,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         _load_builtin_commands()
         _add_plugin_commands()
+        _add_space_flags()
         cli.main(args=argv, prog_name="evosuite", standalone_mode=False)
     except EvosuiteError as exc:
         if debug:

@@ -5,13 +5,15 @@ Every mistake is reported as one ``ConfigError`` line naming the key and the fix
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from evosuite.errors import ConfigError
+
+#: The merge space and optimizer of a configuration that names none (the README's defaults).
+DEFAULT_SPACE, DEFAULT_OPTIMIZER = "ps", "cmaes"
 
 
 @dataclass
@@ -38,8 +40,8 @@ class RunConfig:
     base_model: str | None = None
     #: Source whose non-mergeable parts (a VLM's vision tower and projector) the result keeps.
     carrier: str | None = None
-    space: PluginSpec = field(default_factory=lambda: PluginSpec("ps"))
-    optimizer: PluginSpec = field(default_factory=lambda: PluginSpec("cmaes"))
+    space: PluginSpec = field(default_factory=lambda: PluginSpec(DEFAULT_SPACE))
+    optimizer: PluginSpec = field(default_factory=lambda: PluginSpec(DEFAULT_OPTIMIZER))
     #: Candidate evaluations of the search (the final table's evaluations come on top).
     budget: int = 60
     #: Items of the search split scored per candidate (None: all), and of the held-out test split.
@@ -52,8 +54,6 @@ class RunConfig:
     allow_pickle: bool = False
     #: Stop after this many failed candidates in a row.
     max_consecutive_failures: int = 10
-    #: Generation settings passed to the benchmark's ``predict`` (batch size...).
-    batch_size: int = 32
     #: Cheaper fitness (``evosuite.fitness``): {subset, grow, racing, chunk}; None scores every item.
     fitness: dict[str, Any] | None = None
     #: Candidates evaluated at once on Ray workers (``evosuite.parallel``); 1 evaluates in-process.
@@ -76,11 +76,15 @@ class RunConfig:
 _SCALARS = {
     "base_model": (str, type(None)), "carrier": (str, type(None)), "budget": int, "search_limit": (int, type(None)),
     "test_limit": (int, type(None)), "seed": int, "device": str, "dtype": str, "trust_remote_code": bool,
-    "allow_pickle": bool, "max_consecutive_failures": int, "batch_size": int,
+    "allow_pickle": bool, "max_consecutive_failures": int,
     "fitness": (dict, type(None)), "workers": int, "ray_address": (str, type(None)),
     "baselines": (list, type(None)), "warm_start": bool,
 }
-_TOP_KEYS = {"sources", "benchmark", "space", "optimizer", *_SCALARS}
+#: Keys that configurations once took and that no longer do anything: accepted (every run directory written
+#: before keeps them in its config.yaml, so it still resumes) and dropped, with a warning unless the value is
+#: the old default. A benchmark's own ``batch_size`` option sets its generation batches.
+_RETIRED = {"batch_size": 32}
+_TOP_KEYS = {"sources", "benchmark", "space", "optimizer", *_SCALARS, *_RETIRED}
 
 
 def _plugin_spec(key: str, value: Any, default: str | None = None) -> PluginSpec:
@@ -110,7 +114,11 @@ def parse_config(data: Mapping[str, Any]) -> RunConfig:
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]!r} in the run configuration",
-                          f"valid keys: {', '.join(sorted(_TOP_KEYS))}")
+                          f"valid keys: {', '.join(sorted(_TOP_KEYS - set(_RETIRED)))}")
+    for key, old_default in _RETIRED.items():
+        if key in data and data.pop(key) != old_default:
+            warnings.warn(f"the run configuration's {key} does nothing and is ignored; set the benchmark's own "
+                          f"option instead (benchmark: {{name: ..., options: {{{key}: ...}}}})", stacklevel=2)
     for key, types in _SCALARS.items():
         if key not in data:
             continue
@@ -144,15 +152,15 @@ def parse_config(data: Mapping[str, Any]) -> RunConfig:
     config = RunConfig(
         sources=sources,
         benchmark=_plugin_spec("benchmark", data["benchmark"]),
-        space=_plugin_spec("space", data.get("space"), "ps"),
-        optimizer=_plugin_spec("optimizer", data.get("optimizer"), "cmaes"),
+        space=_plugin_spec("space", data.get("space"), DEFAULT_SPACE),
+        optimizer=_plugin_spec("optimizer", data.get("optimizer"), DEFAULT_OPTIMIZER),
         **{k: data[k] for k in _SCALARS if k in data},
     )
     if config.carrier is not None and config.carrier not in names:
         raise ConfigError(f"carrier {config.carrier!r} is not one of the sources", f"choose one of {', '.join(names)}")
     if config.budget < 1:
         raise ConfigError("budget must be at least 1", "give the number of candidate evaluations")
-    for key in ("seed", "max_consecutive_failures", "batch_size", "search_limit", "test_limit"):
+    for key in ("seed", "max_consecutive_failures", "search_limit", "test_limit"):
         value, least = getattr(config, key), 0 if key == "seed" else 1
         if value is not None and value < least:
             raise ConfigError(f"{key} is {value}, below {least}", f"give {key} as an integer >= {least}")
@@ -165,20 +173,6 @@ def parse_config(data: Mapping[str, Any]) -> RunConfig:
 
     parse_fitness(config.fitness)
     return config
-
-
-def load_config(path: str | Path) -> RunConfig:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file {str(path)!r} does not exist", "check the path") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text", "save it as UTF-8") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {str(exc).splitlines()[0]}",
-                          "fix the YAML syntax") from None
-    return parse_config(data or {})
 
 
 def check_device(device: str, *, cpu_fix: str = "use device: cpu") -> str:

@@ -15,7 +15,7 @@ CHANGEABLE = {
     "budget": "may grow: the search goes on and the summary is rewritten",
     "max_consecutive_failures": "how many failures in a row stop the run",
     "device": "where the rest is computed",
-    "batch_size": "generation batch size",
+    "batch_size": "retired: ignored (a benchmark's own batch_size option sets its batches)",
 }
 _IGNORED = {"evosuite_version"}
 

@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 
 from evosuite.api import Optimizer, Progress
 from evosuite.errors import EvosuiteError
+from evosuite.parallel import InProcessEvaluator, Task
 from evosuite.run_store import RunStore
 
 #: ``evaluate(genome, progress) -> fitness``; raising or returning NaN marks the candidate failed.
@@ -68,27 +69,27 @@ class WarmStart:
 
 
 class Evolver:
-    """``pool`` (an ``evosuite.parallel.Evaluator``) evaluates a generation's candidates, possibly on several
-    workers at once; without one, ``evaluate`` runs in this process one candidate at a time. ``schedule``
-    (optional, see ``evosuite.fitness.Schedule``) gives each generation a context passed to ``evaluate``,
-    sees every evaluation in ask order, and may name the best one.
-    Either way evaluations are logged in ask order, so replaying the log on resume works the same.
+    """Scores each generation's candidates through ``evaluator`` (an ``evosuite.parallel.Evaluator``: in this
+    process or on several workers at once); ``evaluate`` alone is shorthand for an in-process evaluator of it.
+    ``schedule`` (optional, see ``evosuite.fitness.Schedule``) gives each generation a context passed to the
+    scorer, sees every evaluation in ask order, and may name the best one.
+    Evaluations are logged in ask order whatever order they complete in, so replaying the log on resume works
+    the same for any evaluator.
     With ``warm_start`` (then ``optimizer`` is None) its genomes are generation 0, each logged with its label
     as ``baseline``, and the optimizer, built at the best of them, asks generations 1, 2...; they all count
     towards ``budget``.
     """
 
-    def __init__(self, *, stage: str, optimizer: Optimizer | None, evaluate: Evaluate | None, store: RunStore,
-                 budget: int, events: EvolutionEvents | None = None, max_consecutive_failures: int = 10, pool=None,
-                 schedule=None, warm_start: WarmStart | None = None):
+    def __init__(self, *, stage: str, optimizer: Optimizer | None, store: RunStore, budget: int,
+                 evaluator=None, evaluate: Evaluate | None = None, events: EvolutionEvents | None = None,
+                 max_consecutive_failures: int = 10, schedule=None, warm_start: WarmStart | None = None):
         self.stage = stage
         self.optimizer = optimizer
-        self.evaluate = evaluate
+        self.evaluator = evaluator if evaluator is not None else InProcessEvaluator(evaluate)
         self.store = store
         self.budget = budget
         self.events = events or EvolutionEvents()
         self.max_consecutive_failures = max_consecutive_failures
-        self.pool = pool
         self.schedule = schedule
         self.warm_start = warm_start
         #: The best genome of the warm start's generation 0, where the optimizer started (None without one).
@@ -98,12 +99,6 @@ class Evolver:
 
     def _logged(self) -> dict[tuple[int, int], dict[str, Any]]:
         return {(r["generation"], r["index"]): r for r in self.store.evaluations(self.stage)}
-
-    def _score(self, generation: int, index: int, genome: list[float], context=None) -> Evaluation:
-        from evosuite.parallel import Task, run_one
-
-        outcome = run_one(self.evaluate, Task((generation, index), genome, context), self.events.item_progress)
-        return self._evaluation(generation, index, genome, outcome)
 
     def _evaluation(self, generation, index, genome, outcome) -> Evaluation:
         value, error, extra = outcome.value, outcome.error, {}
@@ -173,21 +168,15 @@ class Evolver:
         self._count = count
         state = {"flushed": 0, "take": take, "ready": ready, "context": context, "labels": labels}
         self._flush(state)
-        if self.pool is None:
-            for index in pending:
-                self.events.evaluation_started(generation, index, count + state["flushed"], self.budget)
-                ready[index] = self._score(generation, index, genomes[index], context)
-                self._flush(state)
-        else:
-            from evosuite.parallel import Task
 
-            if pending:
-                self.events.evaluation_started(generation, pending[0], count + state["flushed"], self.budget)
-            tasks = [Task((generation, i), genomes[i], context) for i in pending]
-            for outcome in self.pool.run(tasks, self.events.item_progress):
-                _, index = outcome.key
-                ready[index] = self._evaluation(generation, index, genomes[index], outcome)
-                self._flush(state)
+        def started(task) -> None:
+            self.events.evaluation_started(generation, task.key[1], count + state["flushed"], self.budget)
+
+        tasks = [Task((generation, i), genomes[i], context) for i in pending]
+        for outcome in self.evaluator.run(tasks, self.events.item_progress, started):
+            _, index = outcome.key
+            ready[index] = self._evaluation(generation, index, genomes[index], outcome)
+            self._flush(state)
         return ready
 
     def _flush(self, state: dict[str, Any]) -> None:

@@ -111,7 +111,7 @@ class ItemScorer:
         self.benchmark = benchmark
         self.settings = settings
         self.items = item_order(items, settings, seed)
-        self.per_item = callable(getattr(benchmark, "item_scores", None))
+        self.per_item = callable(benchmark.item_scores)
 
     def __call__(self, genome, progress=None, context: Mapping[str, Any] | None = None):
         benchmark = self.benchmark

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-SPACE_TAGS = {"ps": "parameter-space-merge", "dfs": "data-flow-space-merge"}
+from evosuite.pipeline import space_class, stage_names
 
 
 def _yaml(data: Any) -> str:
@@ -70,24 +70,18 @@ def _recipe(summary: dict[str, Any]) -> str:
 
 def _loading(summary: dict[str, Any]) -> str:
     recipe = summary.get("recipe") or {}
-    scaled = recipe.get("space") == "dfs" and any(float(step.get("scale", 1.0)) != 1.0
-                                                    for step in recipe.get("path") or [])
-    if scaled:
-        return ("The layer path has scales on its transitions between models; they are stored in "
-                "`evosuite_dfs.json`. Load with evosuite to apply them: "
-                "`from evosuite.plugins.dfs_space import load_dfs_model; model = load_dfs_model(PATH)` "
-                "(or `evosuite eval PATH ...`). A plain `transformers` loader ignores the scales.")
-    return "A standard Hugging Face model directory: any `transformers` loader reads it."
+    note = space_class(str(recipe.get("space"))).loading_note(recipe)
+    return note or "A standard Hugging Face model directory: any `transformers` loader reads it."
 
 
 def model_card(summary: dict[str, Any], config) -> str:
     models = [s.model for s in config.sources]
-    spaces = config.space.name.split("+")
+    spaces = stage_names(config.space.name)
     front = {
         "base_model": models + ([config.base_model] if config.base_model else []),
         "base_model_relation": "merge",
         "tags": list(dict.fromkeys(["merge", "evosuite", "evolutionary-model-merge", summary["benchmark"],
-                                    *(SPACE_TAGS.get(s, s) for s in spaces)])),
+                                    *(tag for s in spaces for tag in (space_class(s).card_tags or (s,)))])),
         "library_name": "transformers",
     }
     sources = "\n".join(f"| {s.name} | `{s.model}` |" for s in config.sources)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, Mapping
 
 from evosuite.api import LoadedModel, check_options
@@ -9,18 +11,37 @@ from evosuite.errors import ModelError
 from evosuite.plugin_manager import get_host
 
 
+def read_model_config(name_or_path: str, *, trust_remote_code: bool = False) -> dict[str, Any]:
+    """``config.json`` of a local directory or hub id, as a dict: what adapters' ``detect`` is given."""
+    local = Path(name_or_path) / "config.json"
+    if local.is_file():
+        try:
+            return json.loads(local.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise ModelError(f"{str(local)!r} is not valid JSON", "re-save the model's config.json") from None
+    text = str(name_or_path)
+    if not Path(text).exists() and (text.startswith(("/", ".", "~")) or text.count("/") > 1 or "\\" in text):
+        # A path, not a hub id (org/name): say so rather than pass on the hub's "Repo id must be..."
+        raise ModelError(f"model path {text!r} does not exist", "check the path")
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code).to_dict()
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelError(f"cannot read the config of model {name_or_path!r}: {first}",
+                         "give a local model directory or a hub id reachable from this machine") from None
+
+
 def find_adapter(name_or_path: str, *, trust_remote_code: bool = False):
     """The registered adapter that claims the model: first any whose optional ``detect_path(name_or_path)``
     accepts the path or id itself (for families without a ``config.json``, e.g. OpenCLIP directories), then
     the one whose ``detect`` accepts the model's ``config.json``."""
-    from evosuite.plugins.hf_models import read_config
-
     registry = get_host().registry("models")
     for _, adapter in registry:
-        detect_path = getattr(adapter, "detect_path", None)
-        if detect_path is not None and detect_path(str(name_or_path)):
+        if adapter.detect_path(str(name_or_path)):
             return adapter
-    config = read_config(name_or_path, trust_remote_code=trust_remote_code)
+    config = read_model_config(name_or_path, trust_remote_code=trust_remote_code)
     for _, adapter in registry:
         if adapter.detect(config):
             return adapter
@@ -40,7 +61,7 @@ def load_model(name_or_path: str, *, adapter: str | None = None, dtype: str = "f
     chosen = (get_host().registry("models").get(adapter) if adapter
               else find_adapter(name_or_path, trust_remote_code=trust_remote_code))
     options = dict(options or {})
-    check_options("model adapter", chosen.name, options, getattr(chosen, "options", {}))
+    check_options("model adapter", chosen.name, options, chosen.options)
     model = chosen.load(name_or_path, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
                         allow_pickle=allow_pickle, **options)
     return _post_load(model, name_or_path)
@@ -49,14 +70,11 @@ def load_model(name_or_path: str, *, adapter: str | None = None, dtype: str = "f
 def _post_load(model: LoadedModel, name_or_path: str) -> LoadedModel:
     """Let a merge space finish loading a result it saved as more than a standard model directory.
 
-    A registered merge space class may define ``post_load(model, name_or_path)``: it returns the model to
-    use instead, or None to leave it as loaded. The ``dfs`` space uses it to re-apply the per-layer
-    hidden-state scales it records in ``evosuite_dfs.json`` beside the weights.
+    Each registered merge space's ``MergeSpace.post_load(model, name_or_path)`` returns the model to use
+    instead, or None to leave it as loaded.
     """
     for _, space in get_host().registry("spaces"):
-        hook = getattr(space, "post_load", None)
-        if hook is not None:
-            model = hook(model, str(name_or_path)) or model
+        model = space.post_load(model, str(name_or_path)) or model
     return model
 
 
@@ -121,5 +139,5 @@ def config_differences(models: Mapping[str, LoadedModel], carrier: str) -> list[
 
 
 def _vocab(model: LoadedModel):
-    tokenizer = getattr(model, "tokenizer", None)
+    tokenizer = model.tokenizer
     return tokenizer.get_vocab() if tokenizer is not None and hasattr(tokenizer, "get_vocab") else None

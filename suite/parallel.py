@@ -1,4 +1,5 @@
-"""Where candidates are evaluated: in this process, or on a pool of workers (``evosuite.ray_pool``).
+"""Where candidates are evaluated: in this process, or on a pool of workers (``evosuite.ray_pool``, whose
+``make_evaluator`` chooses).
 
 The evolver hands a pool one generation's pending candidates at once as ``Task``s and receives
 ``Outcome``s as they complete, in any order; it logs them in ask order itself. A pool only moves genomes,
@@ -79,15 +80,30 @@ def run_one(evaluate: Callable, task: Task, progress=None, worker: int = 0) -> O
 
 
 class Evaluator:
-    """A pool of ``workers`` evaluators. ``run(tasks)`` yields one ``Outcome`` per task as each completes."""
+    """A pool of ``workers`` evaluators. ``run(tasks)`` yields one ``Outcome`` per task as each completes.
+
+    ``set_stage`` points it at the stage being searched before that stage's first ``run``; ``parallel`` says
+    whether candidates are scored outside this process (the run then reports the pool's utilization).
+    """
 
     workers: int = 1
+    parallel: bool = False
 
-    def run(self, tasks: Sequence[Task], progress=None) -> Iterator[Outcome]:
+    def set_stage(self, stage: int, previous: Sequence[Sequence[float]], scorer: Callable) -> None:
+        """Score stage ``stage`` from now on: ``scorer`` is the driver's scorer of it; a pool whose workers hold
+        their own models rebuilds the same one from the best genomes of the stages before (``previous``)."""
+
+    def run(self, tasks: Sequence[Task], progress=None, started: Callable[[Task], None] | None = None
+            ) -> Iterator[Outcome]:
+        """Yield one ``Outcome`` per task as each completes; ``started(task)`` is called as work on a task begins
+        (a pool of several workers calls it for the first task of the batch only)."""
         raise NotImplementedError
 
     def utilization(self) -> Utilization:
         raise NotImplementedError
+
+    def describe(self) -> str:
+        return "in-process"
 
     def close(self) -> None:
         pass
@@ -102,15 +118,24 @@ class Evaluator:
 class InProcessEvaluator(Evaluator):
     """Evaluates tasks one after another in this process (the default, and the fallback without Ray)."""
 
-    def __init__(self, evaluate: Callable):
+    def __init__(self, evaluate: Callable | None = None):
         self.evaluate = evaluate
         self.workers = 1
+        self._reset_counts()
+
+    def _reset_counts(self) -> None:
         self._busy = 0.0
         self._wall = 0.0
         self._tasks = 0
 
-    def run(self, tasks, progress=None):
+    def set_stage(self, stage, previous, scorer) -> None:
+        self.evaluate = scorer
+        self._reset_counts()  # utilization is per stage
+
+    def run(self, tasks, progress=None, started=None):
         for task in tasks:
+            if started is not None:
+                started(task)
             start = time.perf_counter()
             outcome = run_one(self.evaluate, task, progress)
             self._busy += outcome.seconds
@@ -120,19 +145,3 @@ class InProcessEvaluator(Evaluator):
 
     def utilization(self) -> Utilization:
         return Utilization(1, [self._busy], max(self._wall, self._busy), self._tasks)
-
-
-def make_evaluator(*, workers: int, config: dict[str, Any] | None, stage: int, previous: Sequence[Sequence[float]],
-                   evaluate: Callable, address: str | None = None, message: Callable[[str], None] = print
-                   ) -> Evaluator:
-    """A Ray pool of ``workers`` actors when asked for and Ray is installed, else the in-process evaluator."""
-    if workers <= 1 and not address:
-        return InProcessEvaluator(evaluate)
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        message(f"--workers {workers}: Ray is not installed (pip install 'evosuite[ray]'); evaluating in-process")
-        return InProcessEvaluator(evaluate)
-    from evosuite.ray_pool import RayEvaluator
-
-    return RayEvaluator(config, stage=stage, previous=previous, workers=max(1, workers), address=address)

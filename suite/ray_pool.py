@@ -1,9 +1,11 @@
-"""Candidate evaluation on Ray actors (``pip install 'evosuite[ray]'``); Ray is imported only here.
+"""Candidate evaluation on Ray actors (``pip install 'evosuite[ray]'``); Ray is imported only here, and only
+when a pool is made (``make_evaluator`` falls back to in-process evaluation without it).
 
-Each actor is built from the run configuration (a plain dict), loads the sources once and keeps them,
-builds the merge space, benchmark and search items of the current stage, and scores the genomes it is
-sent: only genomes, contexts and scores travel. A later pipeline stage (ps+dfs) is set up on the same
-actors from the earlier stages' best genomes (``set_stage``), without loading the sources again.
+Each actor is built from the run configuration (a ``RunConfig``), loads the sources once and keeps them,
+and builds the current stage's space and scorer the way the driver does (``evosuite.pipeline``), then
+scores the genomes it is sent: only genomes, contexts and scores travel. A later pipeline stage (ps+dfs)
+is set up on the same actors from the earlier stages' best genomes (``set_stage``), without loading the
+sources again.
 
 Dispatch is dynamic: each actor holds one task at a time and gets the next pending one the moment it
 returns, so within a generation no worker waits while work is left. Results are handed to the evolver
@@ -14,16 +16,18 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from evosuite.parallel import Evaluator, Outcome, Task, Utilization, run_one
+from evosuite.parallel import Evaluator, InProcessEvaluator, Outcome, Task, Utilization, run_one
+
+#: Set by Ray itself for each worker (its GPUs, its session): never copied from the driver.
+_RAY_OWNED = ("CUDA_VISIBLE_DEVICES", "RAY_")
 
 
 def _worker_env() -> dict[str, str]:
-    """What workers inherit from the driver: plugin paths, thread limits, evosuite's cache and zoo settings."""
-    keep = ("PYTHONPATH", "OMP_NUM_THREADS", "EVOSUITE_CACHE", "EVOSUITE_ZOO_VARIANT", "EVOSUITE_THREADS",
-            "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "EVOSUITE_LOAD_PLUGINS", "EVOSUITE_STRICT_PLUGINS")
-    env = {k: os.environ[k] for k in keep if k in os.environ}
+    """The driver's whole environment (plugin paths, thread limits, caches, any plugin's settings), so a worker
+    builds what the driver would; one torch thread each unless the driver says otherwise."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_RAY_OWNED)}
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
 
@@ -31,7 +35,7 @@ def _worker_env() -> dict[str, str]:
 class _Worker:
     """The actor's body (wrapped by ``ray.remote`` in ``RayEvaluator``)."""
 
-    def __init__(self, config: dict[str, Any], worker: int, threads: int):
+    def __init__(self, config, worker: int, threads: int):
         import torch
 
         torch.set_num_threads(max(1, threads))
@@ -42,12 +46,16 @@ class _Worker:
         self.stage = None
 
     def set_stage(self, stage: int, previous: Sequence[Sequence[float]]) -> float:
-        from evosuite.fitness import ItemScorer
-        from evosuite.runner import search_setup
+        from evosuite.loading import load_sources
+        from evosuite.pipeline import Plan, replay_stage_space, stage_scorer
 
         start = time.perf_counter()
-        plan, space, items, self.loaded = search_setup(self.config, stage, previous, self.loaded)
-        self.scorer = ItemScorer(space.candidate, plan.benchmark, items, plan.fitness, plan.config.seed)
+        plan = Plan(self.config)
+        if self.loaded is None:
+            self.loaded = load_sources(plan.config)[:2]
+        models, base = self.loaded
+        space = replay_stage_space(plan, stage, models, base, previous)
+        self.scorer = stage_scorer(plan, space, plan.search_items())
         self.stage = stage
         return time.perf_counter() - start
 
@@ -61,9 +69,10 @@ class _Worker:
 class RayEvaluator(Evaluator):
     """``workers`` Ray actors, on a local Ray started here (default) or the cluster at ``address``."""
 
-    def __init__(self, config: dict[str, Any], *, stage: int = 0, previous: Sequence[Sequence[float]] = (),
-                 workers: int = 2, address: str | None = None, threads_per_worker: int | None = None,
-                 num_gpus_per_worker: float | None = None):
+    parallel = True
+
+    def __init__(self, config, *, workers: int = 2, address: str | None = None,
+                 threads_per_worker: int | None = None, num_gpus_per_worker: float | None = None):
         import ray
 
         self.ray = ray
@@ -77,9 +86,8 @@ class RayEvaluator(Evaluator):
                 ray.init(num_cpus=max(workers, os.cpu_count() or 1), include_dashboard=False, runtime_env=env,
                          log_to_driver=False, logging_level="ERROR", configure_logging=False)
             self._started_ray = True
-        device = str(config.get("device", "cpu"))
         if num_gpus_per_worker is None:
-            num_gpus_per_worker = (1.0 / workers) if device.startswith("cuda") else 0
+            num_gpus_per_worker = (1.0 / workers) if str(config.device).startswith("cuda") else 0
         threads = threads_per_worker or int(os.environ.get("EVOSUITE_THREADS", "1") or 1)
         actor = ray.remote(num_cpus=1, num_gpus=num_gpus_per_worker)(_Worker)
         self._actors = [actor.remote(config, i, threads) for i in range(workers)]
@@ -87,7 +95,6 @@ class RayEvaluator(Evaluator):
         self._stage = None
         self._reset_counts()
         self.setup_seconds = 0.0
-        self.set_stage(stage, previous)
 
     def describe(self) -> str:
         return f"Ray at {self.address}" if self.address else "local Ray"
@@ -98,7 +105,8 @@ class RayEvaluator(Evaluator):
         self._first: float | None = None
         self._last: float | None = None
 
-    def set_stage(self, stage: int, previous: Sequence[Sequence[float]]) -> None:
+    def set_stage(self, stage: int, previous: Sequence[Sequence[float]], scorer: Callable | None = None) -> None:
+        """Each actor rebuilds the stage's scorer itself (the driver's ``scorer`` stays in the driver)."""
         if self._stage == (stage, [list(g) for g in previous]):
             return
         start = time.perf_counter()
@@ -107,11 +115,13 @@ class RayEvaluator(Evaluator):
         self._stage = (stage, [list(g) for g in previous])
         self._reset_counts()  # utilization is per stage
 
-    def run(self, tasks, progress=None):
+    def run(self, tasks, progress=None, started=None):
         ray = self.ray
         queue = list(tasks)
         if not queue:
             return
+        if started is not None:
+            started(queue[0])
         if self._first is None:
             self._first = time.perf_counter()
         in_flight: dict[Any, int] = {}
@@ -149,3 +159,17 @@ class RayEvaluator(Evaluator):
         if self._started_ray:
             self.ray.shutdown()
             self._started_ray = False
+
+
+def make_evaluator(*, workers: int, config=None, address: str | None = None, evaluate: Callable | None = None,
+                   message: Callable[[str], None] = print) -> Evaluator:
+    """A Ray pool of ``workers`` actors built from the run configuration ``config`` (a ``RunConfig``) when asked
+    for and Ray is installed, else the in-process evaluator (scoring with ``evaluate`` until ``set_stage``)."""
+    if workers <= 1 and not address:
+        return InProcessEvaluator(evaluate)
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        message(f"--workers {workers}: Ray is not installed (pip install 'evosuite[ray]'); evaluating in-process")
+        return InProcessEvaluator(evaluate)
+    return RayEvaluator(config, workers=max(1, workers), address=address)

@@ -176,7 +176,7 @@ def test_generic_benchmark_on_zoo_data(clip_zoo, models):
 
 
 def test_source_in_carrier_and_ps_space(models):
-    from evosuite.runner import _source_in_carrier
+    from evosuite.summary import _source_in_carrier
 
     a, b, base = models["A"], models["B"], models["base"]
     shell = _source_in_carrier(a, b)()

@@ -116,7 +116,7 @@ def _run(tmp_path, name, settings, budget, pool=None, store=None, optimizer="cma
     score = scorer(bench, settings)
     store = store or RunStore(tmp_path / name).create({})
     evolver = Evolver(stage="ps", optimizer=get("optimizers", optimizer)(2, seed=4), evaluate=score, store=store,
-                      budget=budget, pool=pool, schedule=Schedule(settings, 60) if settings.active else None)
+                      budget=budget, evaluator=pool, schedule=Schedule(settings, 60) if settings.active else None)
     return evolver, evolver.run(), store
 
 
@@ -172,7 +172,7 @@ def test_identical_genomes_reuse_the_logged_score(tmp_path):
 
 
 def test_zoo_math_item_scores_average_to_the_headline():
-    from evosuite.benchmarks.zoo_tasks import ZooJapaneseMath
+    from evosuite.plugins.zoo.benchmarks import ZooJapaneseMath
 
     bench = ZooJapaneseMath()
     items = [{"id": i, "question": "q", "answer_number": n} for i, n in enumerate([3, 12, 7, 40])]

@@ -11,8 +11,9 @@ import yaml
 
 from evosuite.evolver import Evolver
 from evosuite.fitness import FitnessSettings, Schedule
-from evosuite.parallel import Evaluator, InProcessEvaluator, Task, Utilization, make_evaluator, run_one
+from evosuite.parallel import Evaluator, InProcessEvaluator, Task, Utilization, run_one
 from evosuite.plugin_manager import get
+from evosuite.ray_pool import make_evaluator
 from evosuite.run_store import RunStore
 from tests.conftest import run_cli
 from tests.test_evolution_run import tiny_models, toy_config, toy_site  # noqa: F401 - fixtures
@@ -27,9 +28,9 @@ class Shuffled(Evaluator):
         self.workers = workers
         self.batches = []
 
-    def run(self, tasks, progress=None):
+    def run(self, tasks, progress=None, started=None):
         self.batches.append(len(tasks))
-        yield from reversed(list(self.inner.run(tasks)))
+        yield from reversed(list(self.inner.run(tasks, progress, started)))
 
     def utilization(self):
         return self.inner.utilization()
@@ -61,7 +62,7 @@ def test_results_arriving_out_of_order_are_logged_in_ask_order_and_change_nothin
     for name, pool in (("plain", None), ("pool", Shuffled(quadratic))):
         store = RunStore(tmp_path / name).create({})
         best = Evolver(stage="ps", optimizer=get("optimizers", "cmaes")(3, seed=2), evaluate=quadratic, store=store,
-                       budget=23, pool=pool).run()
+                       budget=23, evaluator=pool).run()
         runs[name] = (best, store.evaluations())
     assert runs["pool"][0].genome == runs["plain"][0].genome
     assert _strip(runs["pool"][1]) == _strip(runs["plain"][1])
@@ -76,7 +77,7 @@ def test_racing_with_a_pool_is_the_same_run_for_any_completion_order_and_resumes
         store = store or RunStore(tmp_path / name).create({})
         pool = pool_factory(score) if pool_factory else None
         best = Evolver(stage="ps", optimizer=get("optimizers", "cmaes")(2, seed=9), evaluate=score, store=store,
-                       budget=budget, pool=pool, schedule=Schedule(settings, 60)).run()
+                       budget=budget, evaluator=pool, schedule=Schedule(settings, 60)).run()
         return best, store
 
     plain, plain_store = run("plain", 30, None)
@@ -91,10 +92,9 @@ def test_racing_with_a_pool_is_the_same_run_for_any_completion_order_and_resumes
 def test_without_ray_workers_fall_back_to_in_process(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     said = []
-    pool = make_evaluator(workers=2, config={}, stage=0, previous=[], evaluate=quadratic, message=said.append)
+    pool = make_evaluator(workers=2, evaluate=quadratic, message=said.append)
     assert isinstance(pool, InProcessEvaluator) and "Ray is not installed" in said[0]
-    assert isinstance(make_evaluator(workers=1, config={}, stage=0, previous=[], evaluate=quadratic),
-                      InProcessEvaluator)
+    assert isinstance(make_evaluator(workers=1, evaluate=quadratic), InProcessEvaluator)
 
 
 def test_run_with_two_ray_workers_gives_the_in_process_result(tiny_models, toy_site, tmp_path):  # noqa: F811

@@ -7,7 +7,7 @@ import pytest
 
 from evosuite.config import parse_config
 from evosuite.errors import ConfigError
-from evosuite.runner import Plan
+from evosuite.pipeline import Plan
 
 
 def pipeline(**options):

@@ -79,7 +79,7 @@ optimizer_options = st.dictionaries(st.sampled_from(["sigma0", "popsize", "sigm"
 def test_any_run_config_builds_its_search_or_fails_in_one_line(tiny, toy, changes, space, optimizer,
                                                                optimizer_name):
     from evosuite.config import parse_config
-    from evosuite.runner import Plan, stage_space
+    from evosuite.pipeline import Plan, stage_space
 
     paths, models = tiny
     data = {**_valid_run_config(paths), **changes, "space": {"name": "ps", "options": space},

@@ -15,8 +15,8 @@ from safetensors import safe_open
 
 from evosuite.config import parse_config
 from evosuite.errors import ConfigError, ModelError
+from evosuite.loading import load_sources
 from evosuite.models import check_mergeable, load_model
-from evosuite.runner import _load_models
 from evosuite.testing.replicas import REPLICAS, write_paper_zoo, write_replica
 
 MISTRAL, SHISA, WIZARD, ABEL = ("mistralai/Mistral-7B-v0.1", "augmxnt/shisa-gamma-7b-v1",
@@ -269,7 +269,7 @@ def test_source_options_reach_the_adapter_and_the_log_names_the_image_tokens(zoo
         {"name": "plain", "model": str(other), "options": {"image_mode": "single"}}]})
     assert config.sources[1].options == {"image_mode": "single"} and config.sources[0].options == {}
     reporter = _Messages()
-    models, _ = _load_models(config, reporter)
+    models, _, _ = load_sources(config, reporter.message)
     assert models["plain"].image_mode == "single" and models["tiled"].image_mode == "anyres"
     assert "plain: image_mode single: 16 image tokens per image (one 56 px image, patch 14)" in reporter.lines
     with pytest.raises(ConfigError, match=r"sources\[0\].options must be a mapping"):

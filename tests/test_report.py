@@ -12,8 +12,9 @@ import yaml
 from evosuite.config import parse_config
 from evosuite.errors import ConfigError
 from evosuite.model_card import model_card
+from evosuite.plugins.space_reports import dfs_figure, ps_figure
 from evosuite.report import load_run, write_report
-from evosuite.report.plots import dfs_figure, final_figure, fitness_figure, make_figures, ps_figure
+from evosuite.report.plots import final_figure, fitness_figure, make_figures
 from evosuite.run_store import RunStore
 
 SOURCES = [{"name": "a", "model": "org/model-a"}, {"name": "b", "model": "org/model-b"}]

@@ -272,7 +272,7 @@ def test_an_unexpected_error_marks_the_run_failed(tiny_models, toy, tmp_path, ca
     def boom(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(evosuite.runner, "_load_models", boom)
+    monkeypatch.setattr(evosuite.runner, "load_sources", boom)
     config = write_config(tmp_path / "exp.yaml", toy_config(tiny_models))
     with pytest.raises(RuntimeError):
         cli(capsys, "run", "--config", config, "--run-dir", tmp_path / "run", "--quiet")
@@ -581,7 +581,7 @@ def test_a_corrupt_local_dataset_is_one_line(layout, tmp_path):
 def test_an_empty_data_set_fails_before_the_models_load(tiny_models, toy, tmp_path, capsys, monkeypatch):
     import evosuite.runner
 
-    monkeypatch.setattr(evosuite.runner, "_load_models", lambda *a: pytest.fail("models must not load"))
+    monkeypatch.setattr(evosuite.runner, "load_sources", lambda *a: pytest.fail("models must not load"))
     config = write_config(tmp_path / "exp.yaml", toy_config(tiny_models, benchmark={"name": "toy-echo",
                                                                                     "options": {"items": 0}}))
     code, _, err = cli(capsys, "run", "--config", config, "--run-dir", tmp_path / "run", "--quiet")

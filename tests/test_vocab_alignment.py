@@ -176,7 +176,7 @@ def test_a_run_over_different_vocabularies_exports_the_carriers(variants, toy_si
 
 def test_an_unnamed_carrier_is_said(variants):
     from evosuite.config import parse_config
-    from evosuite.runner import _load_models
+    from evosuite.loading import load_sources
 
     class Capture:
         def __init__(self):
@@ -186,8 +186,8 @@ def test_an_unnamed_carrier_is_said(variants):
             self.lines.append(text)
 
     config = parse_config({"sources": [str(variants["a"]), str(variants["b-shuffled"])], "benchmark": "mgsm-ja"})
-    capture, notes = Capture(), []
-    _load_models(config, capture, notes)
+    capture = Capture()
+    _, _, notes = load_sources(config, capture.message)
     said = "carrier: b-shuffled (none named, so the last source; the result keeps its tokenizer"
     assert any(line.startswith(said) for line in notes) and any(line.startswith(said) for line in capture.lines)
     # the other source was re-indexed to the unnamed carrier's tokenizer

@@ -1,4 +1,4 @@
-"""``evosuite zoo build|list|path``: the tiny offline model zoo, contributed through ``register_commands``."""
+"""``evosuite zoo build|list|path``: the tiny offline model zoo (added by ``evosuite.plugins.zoo.plugin``)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,10 @@ import json
 
 import click
 
-from evosuite import hookimpl
-
 VARIANTS = ("full", "test")
 
 
-@hookimpl
-def register_commands(cli):
+def add_zoo_command(cli):
     @cli.group()
     def zoo():
         """The tiny, seeded model zoo that lets evosuite run offline (built once, cached)."""

@@ -1,4 +1,4 @@
-"""The offline default experiments (``evosuite run --plugin vlm`` / ``--plugin llm``) on the tiny zoo.
+"""The offline default experiments (``evosuite run --plugin vlm`` / ``llm`` / ``clip``) on the tiny zoo.
 
 ``vlm``: the zoo's Japanese LM merged with its English VLM (whose vision tower and projector are kept),
 scored on Japanese questions about images: EvoVLM-JP in miniature. ``llm``: the Japanese LM merged with
@@ -13,6 +13,7 @@ import os
 from typing import Any, Callable
 
 from evosuite.api import Experiment
+from evosuite.pipeline import stage_names
 
 #: Options of each merge space on the zoo. PS: TIES with DARE, one density and one weight per source (the
 #: paper's best PS setting). DFS: the paper's layout (r = 3) with one scale per hop, on a small budget.
@@ -26,7 +27,7 @@ def space_spec(name: str, *, weight_range: tuple[float, float] = (0.0, 1.5)) -> 
     """``ps``, ``dfs`` or a pipeline such as ``ps+dfs``, with the zoo's options for each stage."""
     options = {**SPACE_OPTIONS, "ps": {**SPACE_OPTIONS["ps"],
                                        "ranges": {**SPACE_OPTIONS["ps"]["ranges"], "weight": list(weight_range)}}}
-    stages = name.split("+")
+    stages = stage_names(name)
     unknown = [s for s in stages if s not in options]
     if unknown:
         from evosuite.errors import ConfigError
@@ -80,3 +81,36 @@ class ZooLLMExperiment(ZooExperiment):
     description = "tiny zoo: Japanese LM + math LM, evolved on arithmetic asked in Japanese (EvoLLM-JP in miniature)"
     task = "zoo-ja-math"
     roles = (("ja-lm", "ja"), ("math-lm", "math"))
+
+
+class ZooClipExperiment(Experiment):
+    name = "clip"
+    description = ("tiny zoo: two OpenCLIP experts fine-tuned on disjoint label subsets, task-arithmetic merge "
+                   "evolved to classify their union (FusionBench's setting, searched by CMA-ES)")
+    budget = 64
+
+    def config(self, *, progress=None, space=None) -> dict[str, Any]:
+        import os
+
+        from evosuite.errors import ConfigError
+        from evosuite.plugins.zoo.clip_build import build_clip_zoo
+
+        if space not in (None, "ps"):
+            raise ConfigError(f"the clip experiment has no settings for space {space!r}",
+                              "use the ps space (dfs stacks decoder layers of language models)")
+        variant = os.environ.get("EVOSUITE_ZOO_VARIANT", "full")
+        root = build_clip_zoo(variant, seed=0, progress=progress)
+        meta = json.loads((root / "zoo.json").read_text())
+        models = meta["models"]
+        return {
+            "sources": [{"name": "expert-a", "model": str(root / models["A"])},
+                        {"name": "expert-b", "model": str(root / models["B"])}],
+            "base_model": str(root / models["base"]),
+            "carrier": "expert-a",
+            "benchmark": {"name": "zoo-clip-union", "options": {"data_dir": str(root)}},
+            "space": {"name": "ps", "options": {"method": "task_arithmetic", "granularity": "layer",
+                                                "ranges": {"weight": [0.0, 1.0]}}},
+            "optimizer": {"name": "cmaes", "options": {}},
+            "budget": self.budget,
+            "seed": 0,
+        }

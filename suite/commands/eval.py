@@ -440,14 +440,7 @@ def score_command(benchmark_name, predictions_path, label, split, data_dirs, opt
     if len(ids) < len(all_items):  # a partial file scores only its items: say so, on screen and in the JSON
         click.echo(f"Warning: {Path(predictions_path).name} has predictions for {len(ids)} of the {len(all_items)} "
                    f"items of {benchmark_name}/{split}; the score covers those {len(ids)} only", err=True)
-    if hasattr(bench, "items_by_id"):
-        items = bench.items_by_id(split, ids)
-    else:
-        by_id = {item["id"]: item for item in all_items}
-        missing = [i for i in ids if i not in by_id]
-        if missing:
-            raise DataError(f"item id {missing[0]} is not in {benchmark_name}/{split}", "ids are 0-based row indices")
-        items = [by_id[i] for i in ids]
+    items = bench.items_by_id(split, ids)
     start = time.perf_counter()
     result = bench.score(items, [prediction for _, prediction in pairs], split=split)
     result.seconds = time.perf_counter() - start

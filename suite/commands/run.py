@@ -8,8 +8,9 @@ import click
 import yaml
 
 from evosuite.cli import cli
-from evosuite.config import parse_config
+from evosuite.config import DEFAULT_SPACE, parse_config
 from evosuite.errors import ConfigError
+from evosuite.pipeline import set_stage_option, stage_names
 from evosuite.plugin_manager import get_host
 from evosuite.run_store import RunStore, default_run_dir
 from evosuite.runtime import configure_threads, quiet_library_progress
@@ -46,21 +47,48 @@ def _experiment_config(plugin: str | None, config_path: str | None, reporter, sp
     return dict(experiment.config(progress=reporter.message, space=space))
 
 
-def _set_dfs_scales(data: dict, scales: str) -> None:
-    space = data.get("space")
-    if isinstance(space, str):
-        space = {"name": space}
-    space = dict(space or {"name": "ps"})
-    stages = space["name"].split("+")
-    if "dfs" not in stages:
-        raise ConfigError("--dfs-scales given but the run has no dfs stage", "add --space dfs or --space ps+dfs")
-    options = dict(space.get("options") or {})
-    if len(stages) == 1:
-        options["scales"] = scales
-    else:
-        options["dfs"] = {**(options.get("dfs") or {}), "scales": scales}
-    space["options"] = options
-    data["space"] = space
+def _parse_stage_options(pairs, space_flags) -> list[tuple[str, str, object]]:
+    """``-S STAGE.KEY=VALUE`` strings (value parsed as YAML), then the spaces' own flags, as (stage, key, value)."""
+    parsed = []
+    for pair in pairs:
+        target, sep, value = pair.partition("=")
+        stage, dot, key = target.partition(".")
+        if not sep or not dot or not stage.strip() or not key.strip():
+            raise ConfigError(f"-S {pair!r} is not STAGE.KEY=VALUE", "write e.g. -S dfs.scales=off")
+        parsed.append((stage.strip(), key.strip(), _parse_value(value)))
+    return parsed + list(space_flags)
+
+
+def _parse_value(text: str):
+    """``text`` parsed as YAML, except that only true/false are flags: YAML 1.1 reads off, on, yes and no as
+    booleans, but ``-S dfs.scales=off`` means the string."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, bool) and text.strip().lower() not in ("true", "false"):
+        return text.strip()
+    return value
+
+
+def add_space_flags(command: click.Command) -> None:
+    """Give ``command`` a ``--<space>-<option>`` flag for each option a registered space offers on the command
+    line (``MergeSpace.cli_options``), the same as ``-S <space>.<option>=VALUE``."""
+    taken = {opt for param in command.params for opt in getattr(param, "opts", ())}
+    for name, space in get_host().registry("spaces"):
+        for option, (help_text, choices) in (getattr(space, "cli_options", None) or {}).items():
+            flag = f"--{name}-{option}".replace("_", "-")
+            if flag in taken:
+                continue
+
+            def remember(ctx, param, value, stage=name, key=option):
+                if value is not None:
+                    ctx.meta.setdefault("evosuite.space_flags", []).append((stage, key, value))
+                return value
+
+            command.params.append(click.Option([flag], type=click.Choice(list(choices)) if choices else str,
+                                               expose_value=False, callback=remember, help=help_text))
+            taken.add(flag)
 
 
 def _set_data_dir(data: dict, value: str) -> None:
@@ -82,8 +110,9 @@ def _set_data_dir(data: dict, value: str) -> None:
 @click.option("--plugin", "plugin", metavar="NAME", help="Run this plugin's default experiment (e.g. vlm, llm).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="A run configuration (YAML).")
 @click.option("--space", help="Merge space: ps (default), dfs, or a pipeline such as ps+dfs.")
-@click.option("--dfs-scales", type=click.Choice(["matrix", "hop", "off"]),
-              help="DFS transition scales: the paper's matrix W, one per hop, or off (all 1: the ablation).")
+@click.option("-S", "--stage-option", "stage_options", multiple=True, metavar="STAGE.KEY=VALUE",
+              help="Set an option of a stage's merge space (value parsed as YAML), e.g. -S dfs.scales=off; "
+                   "repeatable.")
 @click.option("--seed", type=int, help="Override the seed.")
 @click.option("--budget", type=int, help="Override the number of candidate evaluations.")
 @click.option("--data-dir", metavar="[NAME=]PATH",
@@ -99,7 +128,8 @@ def _set_data_dir(data: dict, value: str) -> None:
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Evaluate candidates on N Ray workers (pip install 'evosuite[ray]'; in-process without Ray).")
 @click.option("--ray-address", default=None, help="Use this Ray cluster instead of starting a local Ray.")
-def run(plugin, config_path, space, dfs_scales, seed, budget, data_dir, run_dir, device, threads, quiet, plain,
+@click.pass_context
+def run(ctx, plugin, config_path, space, stage_options, seed, budget, data_dir, run_dir, device, threads, quiet, plain,
         no_save_model, make_report, workers, ray_address):
     """Evolve a merge: a plugin's default experiment (--plugin) or a configuration file (--config).
 
@@ -123,8 +153,8 @@ def run(plugin, config_path, space, dfs_scales, seed, budget, data_dir, run_dir,
         overrides = {"seed": seed, "budget": budget, "device": device, "workers": workers,
                      "ray_address": ray_address}
         data.update({k: v for k, v in overrides.items() if v is not None})
-        if dfs_scales:
-            _set_dfs_scales(data, dfs_scales)
+        for stage, key, value in _parse_stage_options(stage_options, ctx.meta.get("evosuite.space_flags", [])):
+            data["space"] = set_stage_option(data.get("space") or DEFAULT_SPACE, stage, key, value)
         if data_dir and "benchmark" in data:
             _set_data_dir(data, data_dir)
         config = parse_config(data)
@@ -192,7 +222,7 @@ def _check_changes(store: RunStore, config, allowed: tuple[str, ...]) -> dict | 
     if recorded is None:
         raise ConfigError(f"the marker {store.path / '.evosuite-run'} is unreadable",
                           "the configuration the run started with is unknown: start a new run")
-    diff = check_config_change(recorded, store.config(), allowed, stages=len(config.space.name.split("+")))
+    diff = check_config_change(recorded, store.config(), allowed, stages=len(stage_names(config.space.name)))
     if diff:
         store.record_config({**store.config()})  # the logs from here on are computed with the new values
         return diff

@@ -9,6 +9,7 @@ dir beside ``out_dir`` and renamed at the end.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -129,12 +130,10 @@ class ModelSource:
         except (OSError, ValueError) as exc:
             raise ModelError(f"model {self.ref!r} has an unreadable config.json: {exc}", "fix or re-save it") from None
 
-    @property
+    @functools.cached_property
     def layout(self) -> Layout:
         """Which tensors form layer i of each module (text, vision), from the architecture table."""
-        if getattr(self, "_layout", None) is None:
-            self._layout = resolve(self.config, self.meta, model=f"model {self.ref!r}")
-        return self._layout
+        return resolve(self.config, self.meta, model=f"model {self.ref!r}")
 
     @property
     def vocab_rows(self) -> int | None:

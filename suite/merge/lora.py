@@ -52,8 +52,8 @@ def _pattern_value(patterns: dict, module: str, default):
 
 @dataclass
 class LoraAdapter:
-    """The adapter's changes, by the base model's tensor name: (kind, A, B, scaling) with kind "linear",
-    "linear_t" (fan_in_fan_out), "embedding", or ("replace", tensor, None, 0)."""
+    """The adapter's changes, by the base model's tensor name: (kind, A, B, scaling) with kind "dense",
+    "dense_t" (fan_in_fan_out), "embedding", or ("replace", tensor, None, 0)."""
 
     ref: str
     changes: dict[str, tuple[str, torch.Tensor, torch.Tensor | None, float]]
@@ -67,7 +67,7 @@ class LoraAdapter:
         if kind == "replace":
             return a.to(weight.dtype)
         delta = b.to(torch.float32) @ a.to(torch.float32)
-        if kind in ("linear_t", "embedding"):
+        if kind in ("dense_t", "embedding"):
             delta = delta.T
         return (weight.to(torch.float32) + delta * scaling).to(weight.dtype)
 
@@ -93,7 +93,7 @@ def load_adapter(ref: str, adapter_dir: Path, shapes: dict[str, tuple[int, ...]]
     for key, tensor in tensors.items():
         name = key[len(PEFT_PREFIX):] if key.startswith(PEFT_PREFIX) else key
         if match := _LINEAR.match(name):
-            pairs.setdefault(("linear", match.group(1)), {})[match.group(2)] = tensor
+            pairs.setdefault(("dense", match.group(1)), {})[match.group(2)] = tensor
         elif match := _EMBEDDING.match(name):
             pairs.setdefault(("embedding", match.group(1)), {})[match.group(2)] = tensor
         elif "lora_" not in name and name in shapes and tuple(tensor.shape) == shapes[name]:
@@ -107,10 +107,10 @@ def load_adapter(ref: str, adapter_dir: Path, shapes: dict[str, tuple[int, ...]]
         rank = ab["A"].shape[0]
         alpha = _pattern_value(config.get("alpha_pattern"), module, config.get("lora_alpha", 8))
         scaling = alpha / (math.sqrt(rank) if config.get("use_rslora") else rank)
-        if kind == "linear" and config.get("fan_in_fan_out"):
-            kind = "linear_t"
+        if kind == "dense" and config.get("fan_in_fan_out"):
+            kind = "dense_t"
         out_shape = (ab["B"].shape[0], ab["A"].shape[1])
-        if kind != "linear":
+        if kind != "dense":
             out_shape = out_shape[::-1]
         if out_shape != tuple(shapes[target]):
             raise ConfigError(f"LoRA adapter {ref!r} gives {target} shape {list(out_shape)}, its base "

@@ -16,7 +16,9 @@ from typing import Any
 
 import yaml
 
+from evosuite.config import DEFAULT_SPACE
 from evosuite.errors import ConfigError
+from evosuite.pipeline import space_class, stage_labels
 from evosuite.run_store import RunStore, atomic_write_text
 
 FIGURES_DIR = "report_figures"
@@ -41,13 +43,12 @@ class RunData:
     @property
     def space_name(self) -> str:
         space = self.config.get("space") or {}
-        return (space.get("name") if isinstance(space, dict) else str(space)) or "ps"
+        return (space.get("name") if isinstance(space, dict) else str(space)) or DEFAULT_SPACE
 
     @property
     def stage_labels(self) -> list[str]:
         """The stages the configuration asks for ("ps", "ps+dfs"...), then any other stage found in the log."""
-        names = self.space_name.split("+")
-        labels = ["+".join(names[:k + 1]) for k in range(len(names))]
+        labels = stage_labels(self.space_name)
         for record in self.evaluations:
             if record.get("stage") not in labels:
                 labels.append(record.get("stage"))
@@ -89,6 +90,9 @@ class RunData:
         if isinstance(low, (int, float)) and isinstance(high, (int, float)):
             return float(low), float(high)
         return None
+
+    #: The space class that describes and draws a recipe (``evosuite.pipeline.space_class``).
+    space_class = staticmethod(space_class)
 
     def stage_recipes(self) -> dict[str, dict[str, Any]]:
         """Stage label -> the recipe of its best genome (best_recipe.yaml; empty until the search has ended)."""

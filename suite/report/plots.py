@@ -3,7 +3,7 @@
 Each ``*_figure`` function returns a ``matplotlib.figure.Figure``; its artists carry a ``gid`` naming what
 they show (``candidates:<stage>``, ``best:<stage>``, ``mean:<stage>``, ``heldout:<source>``, ``failed``,
 ``heatmap:<parameter>``, ``path:<source>``, ``scales``, ``scores``, ``intervals``) so that tests and
-readers can find a series without relying on drawing order. Text goes through ``_safe``: a name the
+readers can find a series without relying on drawing order. Text goes through ``safe_text``: a name the
 installed fonts cannot draw (Japanese on a machine without CJK fonts) degrades to ASCII instead of boxes.
 """
 
@@ -21,6 +21,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import blended_transform_factory
+
+from evosuite.report.render import recipe_figure_name
 
 TAB10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
          "#17becf"]
@@ -40,7 +42,7 @@ def _drawable() -> frozenset[int]:
         return frozenset(range(128))
 
 
-def _safe(text: Any) -> str:
+def safe_text(text: Any) -> str:
     """``text`` if the font can draw it, else its NFKC form with undrawable characters as ``?``."""
     text, drawable = str(text), _drawable()
     if all(ord(c) in drawable or c in "\n\t" for c in text):
@@ -82,7 +84,7 @@ def fitness_figure(evaluations: list[dict[str, Any]], *, metric: str, stages: li
         if not ok:
             continue
         ax.scatter([x for x, _ in ok], [f for _, f in ok], s=16, alpha=0.5, color=color, edgecolors="none",
-                   label=_safe(f"{stage}: candidate"), gid=f"candidates:{stage}", zorder=3)
+                   label=safe_text(f"{stage}: candidate"), gid=f"candidates:{stage}", zorder=3)
         best_x, best_y, best = [], [], -math.inf
         for x, fitness in ok:
             best = max(best, fitness)
@@ -90,7 +92,7 @@ def fitness_figure(evaluations: list[dict[str, Any]], *, metric: str, stages: li
             best_y.append(best)
         best_x.append(rows[-1][0])  # the line runs to the stage's last evaluation
         best_y.append(best)
-        ax.plot(best_x, best_y, drawstyle="steps-post", color=color, lw=2.2, label=_safe(f"{stage}: best so far"),
+        ax.plot(best_x, best_y, drawstyle="steps-post", color=color, lw=2.2, label=safe_text(f"{stage}: best so far"),
                 gid=f"best:{stage}", zorder=4)
         generations: dict[int, list[tuple[int, float]]] = {}
         for x, r in rows:
@@ -99,12 +101,12 @@ def fitness_figure(evaluations: list[dict[str, Any]], *, metric: str, stages: li
         gen_x = [sum(x for x, _ in g) / len(g) for _, g in sorted(generations.items())]
         gen_y = [sum(f for _, f in g) / len(g) for _, g in sorted(generations.items())]
         ax.plot(gen_x, gen_y, ls="--", marker="o", ms=3.5, color=color, lw=1.1, alpha=0.85,
-                label=_safe(f"{stage}: generation mean"), gid=f"mean:{stage}", zorder=4)
+                label=safe_text(f"{stage}: generation mean"), gid=f"mean:{stage}", zorder=4)
     if len(order) > 1:  # where each later stage begins
         for stage in order[1:]:
             start = next(x for x, r in numbered if r.get("stage") == stage)
             ax.axvline(start - 0.5, color="0.4", lw=0.8, ls="-.", zorder=1)
-            ax.text(start - 0.5, 1.0, _safe(f" {stage} begins"), transform=ax.get_xaxis_transform(), va="top",
+            ax.text(start - 0.5, 1.0, safe_text(f" {stage} begins"), transform=ax.get_xaxis_transform(), va="top",
                     fontsize=8, color="0.3")
     failed = [x for x, r in numbered if r.get("error") or not _finite(r.get("fitness"))]
     if failed:
@@ -114,18 +116,18 @@ def fitness_figure(evaluations: list[dict[str, Any]], *, metric: str, stages: li
     shown = {name: float(score) for name, score in (held_out or {}).items() if _finite(score)}
     for name, score in shown.items():
         ax.axhline(score, color=colors.get(name, "0.5"), ls=(0, (5, 3)), lw=1.3, alpha=0.9, zorder=2,
-                   label=_safe(f"{name}: held-out test score (source)"), gid=f"heldout:{name}")
+                   label=safe_text(f"{name}: held-out test score (source)"), gid=f"heldout:{name}")
     by_value: dict[str, list[str]] = {}  # one label per distinct score, so equal scores do not overprint
     for name, score in shown.items():
         by_value.setdefault(f"{score:.3f}", []).append(name)
     for value, names in by_value.items():
         color = colors.get(names[0], "0.3") if len(names) == 1 else "0.3"
-        ax.text(1.005, float(value), _safe(f"{', '.join(names)} (held-out) {value}"), transform=edge, va="center",
+        ax.text(1.005, float(value), safe_text(f"{', '.join(names)} (held-out) {value}"), transform=edge, va="center",
                 fontsize=8, color=color, clip_on=False)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("evaluation number (candidates in the order they were scored)")
-    ax.set_ylabel(_safe(f"fitness: {metric} on the search split (0 to 1)"))
-    ax.set_title(_safe(f"Fitness over {len(evaluations)} evaluations"
+    ax.set_ylabel(safe_text(f"fitness: {metric} on the search split (0 to 1)"))
+    ax.set_title(safe_text(f"Fitness over {len(evaluations)} evaluations"
                        + (f" ({len(failed)} failed)" if failed else "")))
     if evaluations:
         ax.set_xlim(0.5, len(evaluations) + 0.5)
@@ -134,98 +136,6 @@ def fitness_figure(evaluations: list[dict[str, Any]], *, metric: str, stages: li
     ax.grid(alpha=0.25)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper left", bbox_to_anchor=(1.15, 1.0), fontsize=8, frameon=False)
-    return fig
-
-
-# -- PS recipe ---------------------------------------------------------------------------------------
-def _group_label(layers: list[int], single: bool) -> str:
-    first, last = int(layers[0]), int(layers[-1])
-    if single:
-        return f"all layers\n({first}-{last})"
-    return f"{first}" if first == last else f"{first}-{last}"
-
-
-def ps_figure(recipe: dict[str, Any], *, title: str = "") -> Figure:
-    """The recipe's per-source parameters (density, weight...) per layer group: one heatmap per parameter,
-    rows the source models, columns the layer groups, each cell labelled with its value."""
-    groups = recipe.get("groups") or []
-    sources = list((groups[0].get("sources") or {}) if groups else {})
-    params = list(dict.fromkeys(p for g in groups for s in sources for p in (g["sources"].get(s) or {})))
-    n_groups = max(1, len(groups))
-    width = min(18.0, 2.2 + len(params) * (1.6 + 0.42 * n_groups))
-    fig = Figure(figsize=(width, 1.7 + 0.55 * max(1, len(sources))), layout="constrained")
-    if not params:
-        ax = fig.add_subplot()
-        ax.axis("off")
-        ax.text(0.5, 0.5, "no per-source parameters in this recipe", ha="center", transform=ax.transAxes)
-        return fig
-    axes = fig.subplots(1, len(params), squeeze=False)[0]
-    labels = [_group_label(g.get("layers") or [0], len(groups) == 1) for g in groups]
-    for ax, param in zip(axes, params):
-        values = [[float(groups[g]["sources"].get(s, {}).get(param, math.nan)) for g in range(len(groups))]
-                  for s in sources]
-        flat = [v for row in values for v in row if math.isfinite(v)]
-        low, high = min([0.0, *flat]), max([1.0, *flat])
-        image = ax.imshow(values, aspect="auto", cmap="viridis", vmin=low, vmax=high, interpolation="nearest")
-        image.set_gid(f"heatmap:{param}")
-        if len(flat) <= MAX_CELL_LABELS:
-            for s, row in enumerate(values):
-                for g, v in enumerate(row):
-                    shade = (v - low) / (high - low) if high > low else 0.0
-                    ax.text(g, s, f"{v:.2f}", ha="center", va="center", fontsize=8,
-                            color="black" if shade > 0.6 else "white")
-        ax.set_xticks(range(len(groups)), labels, fontsize=8, rotation=90 if len(groups) > 12 else 0)
-        ax.set_yticks(range(len(sources)), [_safe(s) for s in sources], fontsize=9)
-        ax.set_xlabel("layer group (decoder layer indices)")
-        ax.set_title(_safe(param))
-        fig.colorbar(image, ax=ax, shrink=0.9, label=_safe(f"{param} value"))
-    axes[0].set_ylabel("source model")
-    method = recipe.get("method", "?")
-    fig.suptitle(_safe(title or f"PS recipe ({method}): per-source parameters per layer group"), fontsize=11)
-    return fig
-
-
-# -- DFS path ----------------------------------------------------------------------------------------
-def dfs_figure(recipe: dict[str, Any], *, colors: dict[str, str] | None = None, title: str = "") -> Figure:
-    """The evolved path, position by position: which source's layer runs there (colour: the source), and
-    below it the scale applied to the hidden state entering that layer (transitions between sources)."""
-    path = recipe.get("path") or []
-    names = list(dict.fromkeys(step["source"] for step in path))
-    colors = {**palette(names), **(colors or {})}
-    fig = Figure(figsize=(min(18.0, 8.0 + 0.12 * len(path)), 6.2), layout="constrained")
-    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1.4])
-    positions = list(range(1, len(path) + 1))
-    if path:
-        top.plot(positions, [int(s["layer"]) for s in path], color="0.75", lw=0.9, zorder=1, gid="path-line")
-    for name in names:
-        xs = [p for p, step in zip(positions, path) if step["source"] == name]
-        ys = [int(step["layer"]) for step in path if step["source"] == name]
-        top.scatter(xs, ys, marker="s", s=46, color=colors[name], edgecolors="black", linewidths=0.4, zorder=3,
-                    label=_safe(f"{name} ({len(xs)} layers)"), gid=f"path:{name}")
-    scales = [float(step.get("scale", 1.0)) for step in path]
-    entered = [k > 0 and path[k]["source"] != path[k - 1]["source"] for k in range(len(path))]
-    bar_colors = [colors[step["source"]] if entry else "0.88" for step, entry in zip(path, entered)]
-    bottom.bar(positions, scales, color=bar_colors, width=0.8, gid="scales")
-    bottom.axhline(1.0, color="0.4", ls="--", lw=0.8)
-    if len(path) <= 60:
-        for x, scale, entry in zip(positions, scales, entered):
-            if entry:
-                bottom.text(x, scale, f"{scale:.2f}", ha="center", va="bottom", fontsize=7)
-    top.set_ylabel("layer index in its source")
-    top.yaxis.set_major_locator(MaxNLocator(integer=True))
-    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
-    bottom.set_ylabel("input scale (x)")
-    bottom.set_xlabel("position on the path (1 = first layer after the embeddings)\n"
-                      "coloured bar: scale on entering another source's layer; grey: no transition (1.0)")
-    if path:
-        bottom.set_xlim(0.3, len(path) + 0.7)
-        top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, title="source")
-    else:
-        top.text(0.5, 0.5, "empty path: embeddings straight to the head", ha="center", transform=top.transAxes)
-    top.grid(alpha=0.25)
-    head = (f"DFS path: {len(path)} layers of {recipe.get('slots', '?')} slots (r = {recipe.get('repeats', '?')}, "
-            f"scales: {recipe.get('scales', '?')}, embeddings from {recipe.get('embeddings_from', '?')})")
-    top.set_title(_safe(title or head), fontsize=10)
     return fig
 
 
@@ -253,11 +163,11 @@ def final_figure(rows: list[dict[str, Any]], *, metric: str, title: str = "") ->
         for label in labels:  # values beside the bar's top, clear of the error bar
             label.set_horizontalalignment("left")
             label.set_x(7)  # offset points (bar_label places labels with xytext in points)
-    ax.set_xticks(xs, [_safe(r["name"]) for r in rows], rotation=20 if len(rows) > 5 else 0, ha="right"
+    ax.set_xticks(xs, [safe_text(r["name"]) for r in rows], rotation=20 if len(rows) > 5 else 0, ha="right"
                   if len(rows) > 5 else "center")
     top = max([1e-9, *scores, *(float(r["high"]) for _, _, r in with_interval)])
     ax.set_ylim(0, top * 1.18)
-    ax.set_ylabel(_safe(f"held-out {metric} (0 to 1)"))
+    ax.set_ylabel(safe_text(f"held-out {metric} (0 to 1)"))
     kinds = [k for k in KIND_COLORS if any(r.get("kind") == k for r in rows)]
     handles = [Patch(facecolor=KIND_COLORS[k], edgecolor="black", label=k) for k in kinds]
     if with_interval:
@@ -265,16 +175,12 @@ def final_figure(rows: list[dict[str, Any]], *, metric: str, title: str = "") ->
 
         handles.append(Line2D([], [], color="black", marker="|", ls="none", ms=10, label="95% interval"))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    ax.set_title(_safe(title or f"Held-out scores ({metric})"), fontsize=11)
+    ax.set_title(safe_text(title or f"Held-out scores ({metric})"), fontsize=11)
     ax.grid(axis="y", alpha=0.25)
     return fig
 
 
 # -- all figures of one run ------------------------------------------------------------------------------
-def _file_stem(label: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in label)
-
-
 def make_figures(data) -> dict[str, tuple[Figure, str]]:
     """File name -> (figure, caption), for a ``evosuite.report.RunData``, in the order the report shows them."""
     colors = palette([*data.sources, *data.stage_labels, *data.finals])
@@ -287,18 +193,10 @@ def make_figures(data) -> dict[str, tuple[Figure, str]]:
         + ("; dashed: the sources' scores on the held-out test split (another split than the search's)"
            if held_out else ""),
     )
-    for label, recipe in data.stage_recipes().items():
-        if recipe.get("space") == "ps" and recipe.get("groups"):
-            figures[f"ps_{_file_stem(label)}.png"] = (
-                ps_figure(recipe, title=f"Stage {label}: evolved {recipe.get('method', 'merge')} parameters "
-                                        "per layer group and source"),
-                f"Stage {label}: the best recipe's parameters per layer group (columns) and source model (rows)",
-            )
-        elif recipe.get("space") == "dfs":
-            figures[f"dfs_{_file_stem(label)}.png"] = (
-                dfs_figure(recipe, colors=colors),
-                f"Stage {label}: the evolved layer path, position by position, and the transition scales",
-            )
+    for label, recipe in data.stage_recipes().items():  # each space draws its own recipes, if it can
+        drawn = data.space_class(recipe.get("space")).figure(recipe, label=label, colors=colors)
+        if drawn is not None:
+            figures[recipe_figure_name(recipe.get("space"), label)] = drawn
     if data.finals:
         rows = []
         for name, row in data.finals.items():

@@ -30,12 +30,17 @@ figcaption{color:#555;font-size:.9em}
 """
 
 
-def _fmt(value: Any, digits: int = 4) -> str:
+def fmt(value: Any, digits: int = 4) -> str:
     if isinstance(value, bool) or value is None:
         return "-" if value is None else str(value)
     if isinstance(value, (int, float)):
         return f"{value:.{digits}f}" if isinstance(value, float) and math.isfinite(value) else str(value)
     return str(value)
+
+
+def recipe_figure_name(space: Any, label: str) -> str:
+    """The PNG file of stage ``label``'s recipe figure: ``ps_ps.png``, ``dfs_ps-dfs.png``..."""
+    return f"{space}_{''.join(c if c.isalnum() else '-' for c in label)}.png"
 
 
 def _config_for_rerun(config: dict[str, Any]) -> dict[str, Any]:
@@ -112,9 +117,9 @@ def _results(data, figures: dict[str, str], folder: str) -> list[Block]:
     rows = []
     for name, row in data.finals.items():
         interval = data.interval(name)
-        others = ", ".join(f"{k} {_fmt(v)}" for k, v in (row.get("metrics") or {}).items()
+        others = ", ".join(f"{k} {fmt(v)}" for k, v in (row.get("metrics") or {}).items()
                            if k != data.metric and not k.endswith(("_low", "_high")) and isinstance(v, (int, float)))
-        rows.append([name, data.kind(name), _fmt(row.get("score")),
+        rows.append([name, data.kind(name), fmt(row.get("score")),
                      f"[{interval[0]:.4f}, {interval[1]:.4f}]" if interval else "-", others or "-"])
     blocks.append(("table", ["model", "kind", data.metric, "95% interval", "other metrics"], rows))
     if "final.png" in figures:
@@ -132,7 +137,7 @@ def _search(data, figures: dict[str, str], folder: str) -> list[Block]:
         ok = [(k, r) for k, r in enumerate(records, start=1) if r.get("fitness") is not None and not r.get("error")]
         best_k, best = max(ok, key=lambda kr: kr[1]["fitness"]) if ok else (None, None)
         rows.append([stage, str(len(records)), str(len({r.get("generation") for r in records})),
-                     str(len(records) - len(ok)), _fmt(best["fitness"]) if best else "-",
+                     str(len(records) - len(ok)), fmt(best["fitness"]) if best else "-",
                      f"#{best_k} (generation {best.get('generation')}"
                      + (f", baseline {best['baseline']})" if best.get("baseline") else ")") if best else "-"])
     if rows:
@@ -145,21 +150,6 @@ def _search(data, figures: dict[str, str], folder: str) -> list[Block]:
     return blocks
 
 
-def _path_text(path: list[dict[str, Any]]) -> str:
-    steps = []
-    for k, step in enumerate(path):
-        scale = float(step.get("scale", 1.0))
-        shown = f"{step['source']}:{step['layer']}"
-        if k and path[k - 1]["source"] != step["source"]:
-            shown += f" (x{scale:.2f})"
-        steps.append(shown)
-    return " -> ".join(steps) if steps else "(empty path)"
-
-
-def _layers(layers: list[int]) -> str:
-    return str(layers[0]) if layers[0] == layers[-1] else f"{layers[0]}-{layers[-1]}"
-
-
 def _recipes(data, figures: dict[str, str], folder: str) -> list[Block]:
     blocks: list[Block] = [("h", 2, "Best recipe")]
     recipes = data.stage_recipes()
@@ -168,29 +158,10 @@ def _recipes(data, figures: dict[str, str], folder: str) -> list[Block]:
     for label, recipe in recipes.items():
         space = recipe.get("space")
         blocks.append(("h", 3, f"Stage `{label}` ({space})"))
-        stem = "".join(c if c.isalnum() else "-" for c in label)
-        if space == "ps":
-            groups = recipe.get("groups") or []
-            options = ", ".join(f"{k} {v}" for k, v in (recipe.get("method_options") or {}).items()) or "none"
-            blocks.append(("p", f"Method `{recipe.get('method')}`, {len(groups)} layer group(s), method options: "
-                                f"{options}."))
-            rows = [[_layers(g.get("layers") or [0]), source,
-                     ", ".join(f"{p} {_fmt(v)}" for p, v in params.items())]
-                    for g in groups for source, params in g["sources"].items()]
-            blocks.append(("table", ["layers", "source", "parameters"], rows))
-            if f"ps_{stem}.png" in figures:
-                blocks.append(("img", f"{folder}/ps_{stem}.png", figures[f"ps_{stem}.png"]))
-        elif space == "dfs":
-            path = recipe.get("path") or []
-            blocks.append(("p", f"{len(path)} layers on the path out of {recipe.get('slots')} slots "
-                                f"(r = {recipe.get('repeats')}, scales `{recipe.get('scales')}`, embeddings from "
-                                f"`{recipe.get('embeddings_from')}`). Path (source:layer, with the scale applied "
-                                f"on entering another source's layer):"))
-            blocks.append(("code", _path_text(path), "text"))
-            if f"dfs_{stem}.png" in figures:
-                blocks.append(("img", f"{folder}/dfs_{stem}.png", figures[f"dfs_{stem}.png"]))
-        else:
-            blocks.append(("code", yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True), "yaml"))
+        blocks.extend(data.space_class(space).describe(recipe))  # each space describes its own recipes
+        figure = recipe_figure_name(space, label)
+        if figure in figures:
+            blocks.append(("img", f"{folder}/{figure}", figures[figure]))
     return blocks
 
 

@@ -15,7 +15,6 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from evosuite import hookspecs
 from evosuite.api import (
-    MODALITIES,
     Benchmark,
     BenchmarkResult,
     Experiment,
@@ -132,8 +131,8 @@ def _benchmark_attribute_problems(cls: type, label: str) -> list[str]:
     problems = []
     if not isinstance(cls.metric, str) or not cls.metric:
         problems.append(f"{label} needs a `metric`: the name of the metric its score is")
-    if cls.modality not in MODALITIES:
-        problems.append(f"{label}: modality {cls.modality!r} is not one of {', '.join(MODALITIES)}")
+    if not isinstance(cls.modality, str) or not cls.modality:
+        problems.append(f"{label}: modality {cls.modality!r} must be a non-empty string (e.g. text, image-text)")
     splits = cls.splits
     if isinstance(splits, str) or not splits or not all(isinstance(s, str) for s in splits):
         problems.append(f"{label}: `splits` must be a non-empty tuple of split names, got {splits!r}")

@@ -16,7 +16,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from evosuite import hookimpl
 from evosuite.api import Benchmark, BenchmarkResult
 from evosuite.errors import DataError
 
@@ -130,8 +129,3 @@ class ZooJapaneseMath(ZooBenchmark):
         scores = mgsm_scores(list(predictions), [item["answer_number"] for item in items])
         return [1.0 if record[key] else 0.0 for record in scores["per_item"]]
 
-
-@hookimpl
-def register_benchmarks(register):
-    register(ZooJapaneseVQA)
-    register(ZooJapaneseMath)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from evosuite import hookimpl
 from evosuite.benchmarks.image_classification import ImageClassificationBase, load_rows
 from evosuite.errors import DataError
 
@@ -54,7 +53,3 @@ class ZooClipUnion(ImageClassificationBase):
             out[f"accuracy_{subset}"] = sum(chosen) / len(chosen)
         return out
 
-
-@hookimpl
-def register_benchmarks(register):
-    register(ZooClipUnion)
