@@ -64,9 +64,10 @@ class PeakSampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def sample(self) -> None:
-        now = _status_kib("RssAnon", "RssFile")
+        now = _status_kib("RssAnon", "RssFile", "RssShmem")
         self.peak_anon = max(self.peak_anon, now.get("RssAnon", 0))
-        self.peak_file = max(self.peak_file, now.get("RssFile", 0))
+        # mapped files on a tmpfs (TMPDIR=/dev/shm) are shared memory, not file pages: both count as mapped
+        self.peak_file = max(self.peak_file, now.get("RssFile", 0) + now.get("RssShmem", 0))
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -109,7 +110,7 @@ def memory_child(paths: list[str], dtype: str, method: str) -> None:
     get("spaces", "ps")
     del warm
     gc.collect()
-    baseline = _status_kib("RssAnon", "RssFile")
+    baseline = _status_kib("RssAnon", "RssFile", "RssShmem")
     merge_seconds = []
     with PeakSampler() as sampler:
         base = load_model(paths[0], dtype=dtype) if method_cls.requires_base else None
@@ -125,7 +126,7 @@ def memory_child(paths: list[str], dtype: str, method: str) -> None:
             candidate.generate(["ab:", "cd:"], max_new_tokens=4, batch_size=2)
             sampler.sample()
     print(json.dumps({"peak_anon_bytes": (sampler.peak_anon - baseline["RssAnon"]) * 1024,
-                      "peak_file_bytes": (sampler.peak_file - baseline["RssFile"]) * 1024,
+                      "peak_file_bytes": (sampler.peak_file - baseline["RssFile"] - baseline.get("RssShmem", 0)) * 1024,
                       "model_bytes": model_bytes, "merge_seconds": statistics.median(merge_seconds),
                       "held_by_merger": space._merger.extra_bytes()}))
 

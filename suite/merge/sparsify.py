@@ -35,8 +35,14 @@ class Scratch:
         return sum(b.numel() * b.element_size() for b in self._buffers.values())
 
 
-def _rescale_(delta: torch.Tensor, before: float) -> torch.Tensor:
-    after = float(delta.abs().sum())
+def _l1(delta: torch.Tensor, scratch: torch.Tensor | None) -> float:
+    """sum |delta|, with |delta| formed in ``scratch`` when given: the same sum as ``delta.abs().sum()``
+    without allocating (and page-faulting) a fresh tensor-sized buffer per call."""
+    return float(torch.abs(delta, out=scratch).sum() if scratch is not None else delta.abs().sum())
+
+
+def _rescale_(delta: torch.Tensor, before: float, scratch: torch.Tensor | None = None) -> torch.Tensor:
+    after = _l1(delta, scratch)
     if before < RESCALE_EPS or after < RESCALE_EPS:
         return delta
     return delta.mul_(before / after)
@@ -103,7 +109,7 @@ def magnitude_(delta: torch.Tensor, density: float, *, rescale: bool = False, wo
     mag = torch.abs(delta, out=work.get("mag", n))
     before = float(mag.sum()) if rescale else 0.0
     _keep_top_k_(delta, mag, k, work.get("keep", n, torch.bool))
-    return _rescale_(delta, before) if rescale else delta
+    return _rescale_(delta, before, work.get("mag", n)) if rescale else delta
 
 
 def random_(delta: torch.Tensor, density: float, *, generator: torch.Generator, rescale: bool = True,
@@ -113,12 +119,13 @@ def random_(delta: torch.Tensor, density: float, *, generator: torch.Generator, 
         return delta
     work = work or Scratch(delta.device)
     n = delta.numel()
-    before = float(delta.abs().sum()) if rescale else 0.0
-    draws = torch.rand(n, generator=generator, out=work.get("rand", n), device=delta.device)
+    scratch = work.get("rand", n)  # |delta| first, then the draws
+    before = _l1(delta, scratch) if rescale else 0.0
+    draws = torch.rand(n, generator=generator, out=scratch, device=delta.device)
     # draws < density as 1.0 / 0.0 in place, then one multiply: several times faster than a bool mask and
     # masked_fill_ (a dropped negative entry becomes -0.0, which every later step treats as 0)
     delta.mul_(draws.lt_(density))
-    return _rescale_(delta, before) if rescale else delta
+    return _rescale_(delta, before, scratch) if rescale else delta
 
 
 def breadcrumbs_(delta: torch.Tensor, density: float, gamma: float = 0.01, *, rescale: bool = False,
@@ -147,7 +154,7 @@ def breadcrumbs_(delta: torch.Tensor, density: float, gamma: float = 0.01, *, re
     drop = torch.lt(mag, lo, out=keep)
     drop |= mag > hi
     delta.masked_fill_(drop, 0.0)
-    return _rescale_(delta, before) if rescale else delta
+    return _rescale_(delta, before, mag) if rescale else delta
 
 
 def della_(delta: torch.Tensor, density: float, epsilon: float, *, shape: tuple[int, ...],
