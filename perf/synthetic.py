@@ -74,6 +74,7 @@ def build_family(root: str | Path, size: str, *, count: int = 3, dtype: str = "f
     target = getattr(torch, dtype)
     config = llama_config(size)
     config.dtype = dtype
+    config.architectures = ["LlamaForCausalLM"]  # mergekit picks its architecture by this
     paths = []
     for k in range(count):
         out = root / f"m{k}"
