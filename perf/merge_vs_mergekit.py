@@ -2,8 +2,8 @@
 
     python perf/merge_vs_mergekit.py [--quick] [--mergekit-python /tmp/mergekit-venv/bin/python] [--json FILE]
 
-Builds a base model and two fine-tunes (base + seeded noise) with transformers' save_pretrained (no
-downloads; default 134M parameters, ``--quick`` a tiny one), then runs each method's config with
+Builds a base model and two fine-tunes (base + seeded noise; ``perf/synthetic.py``, no downloads;
+default 134M parameters, ``--quick`` a mini one), then runs each method's config with
 evosuite and, when a mergekit virtual environment is given, with ``mergekit-yaml``, interleaved and
 repeated (median wall time). Every run is its own process, so its peak RSS comes from ``wait4``.
 Prints wall times, the ratio to mergekit and to the I/O bound (reading the sources and writing the
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -24,37 +25,20 @@ from pathlib import Path
 
 import yaml
 
-SIZES = {  # name -> (hidden, intermediate, layers, heads, vocab)
-    "134m": (768, 2048, 12, 12, 32000),
-    "tiny": (64, 128, 4, 4, 512),
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from synthetic import SIZES  # noqa: E402
+
 #: Targets: evosuite time / mergekit time at most this.
 TARGETS = {"linear": 0.5, "task_arithmetic": 0.5, "ties": 0.25, "dare_ties": 0.25, "slerp": 0.5}
 RANDOM = {"dare_ties"}
 
 
 def build_zoo(root: Path, size: str, seed: int = 0) -> dict[str, Path]:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    """The seeded synthetic family of ``perf/synthetic.py`` in float32: a base and two fine-tunes."""
+    from synthetic import build_family
 
-    hidden, inter, layers, heads, vocab = SIZES[size]
-    paths = {name: root / name for name in ("base", "ft_a", "ft_b")}
-    if all((p / "config.json").is_file() for p in paths.values()):
-        return paths
-    torch.manual_seed(seed)
-    config = LlamaConfig(hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
-                         num_attention_heads=heads, num_key_value_heads=heads, vocab_size=vocab,
-                         tie_word_embeddings=False, torch_dtype="float32")
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(paths["base"], safe_serialization=True)
-    base_state = {k: v.clone() for k, v in model.state_dict().items()}
-    for i, name in enumerate(("ft_a", "ft_b")):
-        g = torch.Generator().manual_seed(seed + 1 + i)
-        with torch.no_grad():
-            for key, param in model.state_dict().items():
-                param.copy_(base_state[key] + 0.01 * torch.randn(param.shape, generator=g))
-        model.save_pretrained(paths[name], safe_serialization=True)
-    return paths
+    base, a, b = build_family(root, size, count=3, dtype="float32", seed=seed)
+    return {"base": base, "ft_a": a, "ft_b": b}
 
 
 def configs(paths: dict[str, Path]) -> dict[str, dict]:
@@ -147,7 +131,7 @@ EVOSUITE_RUN = ("import sys, torch; torch.set_num_threads(int(sys.argv[3]));"
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny zoo (seconds)")
-    ap.add_argument("--size", default="134m", choices=sorted(SIZES))
+    ap.add_argument("--size", default="134m", choices=sorted(SIZES), help="the synthetic family (perf/synthetic.py)")
     ap.add_argument("--work", default=None, help="zoo and outputs folder (default: a temp dir)")
     ap.add_argument("--mergekit-python", default=None, help="python of a venv with mergekit==0.1.5")
     ap.add_argument("--repeats", type=int, default=3)
@@ -155,9 +139,17 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(TARGETS))
     ap.add_argument("--json", default=None, help="write [{name, value, target, met}] here")
     args = ap.parse_args()
-    size = "tiny" if args.quick else args.size
+    size = "mini" if args.quick else args.size
     work = Path(args.work or tempfile.mkdtemp(prefix="evosuite-merge-perf-"))
     work.mkdir(parents=True, exist_ok=True)
+    try:
+        run(args, size, work)
+    finally:
+        if not args.work:  # a temp zoo and outputs: removed (a given --work folder is kept for reuse)
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args, size: str, work: Path) -> None:
     paths = build_zoo(work / f"zoo-{size}", size)
     cfgs = configs(paths)
     methods = [m for m in args.methods.split(",") if m]
@@ -168,6 +160,7 @@ def main() -> None:
 
     times: dict[tuple[str, str], list[float]] = {}
     rss: dict[tuple[str, str], int] = {}
+    diffs: dict[str, str] = {}
     for rep in range(args.repeats):
         for method in methods:
             cfg_path = work / f"{method}.yaml"
@@ -181,11 +174,16 @@ def main() -> None:
                 runs.reverse()  # interleave: neither tool always runs on a cooler machine
             for tool, cmd in runs:
                 if tool == "mergekit":
-                    subprocess.run(["rm", "-rf", str(work / f"out-mk-{method}")], check=True)
+                    shutil.rmtree(work / f"out-mk-{method}", ignore_errors=True)
                 wall, peak = timed(cmd)
                 times.setdefault((tool, method), []).append(wall)
                 rss[(tool, method)] = max(rss.get((tool, method), 0), peak)
                 print(f"rep {rep + 1} {method:16s} {tool:9s} {wall:7.2f} s  {peak / 1024**3:.2f} GiB", file=sys.stderr)
+            evo_out, mk_out = work / f"out-evo-{method}", work / f"out-mk-{method}"
+            if mergekit_yaml and rep == 0:
+                diffs[method] = "random" if method in RANDOM else f"{max_diff(evo_out, mk_out):.2e}"
+            for out in (evo_out, mk_out):  # outputs are not kept: a zoo in RAM (TMPDIR=/dev/shm) stays small
+                shutil.rmtree(out, ignore_errors=True)
 
     from rich.console import Console
     from rich.table import Table
@@ -203,12 +201,11 @@ def main() -> None:
             mk = statistics.median(times[("mergekit", method)])
             ratio = evo / mk
             met = ratio <= TARGETS[method] and rss[("evosuite", method)] <= rss[("mergekit", method)]
-            diff = ("random" if method in RANDOM
-                    else f"{max_diff(work / f'out-evo-{method}', work / f'out-mk-{method}'):.2e}")
+            diff = diffs[method]
             row += [f"{mk:.2f}", f"{ratio:.3f}", f"<= {TARGETS[method]}", "yes" if met else "NO",
                     f"{rss[('evosuite', method)] / 1024**3:.2f}", f"{rss[('mergekit', method)] / 1024**3:.2f}",
                     diff]
-            results.append({"name": f"merge_{method}_time_ratio", "value": round(ratio, 4),
+            results.append({"name": f"merge_{method}_time_ratio_{size}", "value": round(ratio, 4),
                              "target": TARGETS[method], "met": bool(met)})
         else:
             row += ["-", "-", "-", "-", f"{rss[('evosuite', method)] / 1024**3:.2f}", "-", "-"]

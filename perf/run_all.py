@@ -1,11 +1,14 @@
 """The performance suite: runs P1-P5 side by side, each in its own process, and prints one table.
 
-    python perf/run_all.py [--quick] [--only P2,P3] [--zoo DIR] [--args 'P1:--mergekit-python PY'] [--json FILE]
+    python perf/run_all.py [--quick] [--only P2,P3] [--zoo DIR] [--size tiny,134m]
+                           [--args 'P1:--mergekit-python PY'] [--json FILE]
 
 Each script prints its own table (shown as it runs) and writes its figures as JSON; this collects them
 into one table of ``name, value, target, met`` (and, with ``--json``, one JSON list with a ``suite``
-field naming the script). A script that fails is a row saying so, and the exit status is 1. ``--quick``
-is the smoke mode CI runs: tiny models, seconds per script, figures not meaningful.
+field naming the script). ``--size`` (comma-separated: tiny, 134m, 1b) is passed to the scripts that
+measure at several model sizes (P2, P5); each of their figures' names ends with the size it was
+measured at (P1's too). A script that fails is a row saying so, and the exit status is 1. ``--quick`` is
+the smoke mode CI runs: tiny models, seconds per script, figures not meaningful.
 
 P1 merge engine vs mergekit   perf/merge_vs_mergekit.py
 P2 evolution speed            perf/evolution_speed.py
@@ -34,15 +37,19 @@ SCRIPTS = {
     "P5": ("Ray utilization and memory", "ray_utilization.py"),
 }
 TAKES_ZOO = {"P2", "P3", "P5"}
+TAKES_SIZE = {"P2", "P5"}
 
 
-def run_script(key: str, quick: bool, zoo: str | None, extra: list[str], timeout: int) -> tuple[list[dict], str]:
+def run_script(key: str, quick: bool, zoo: str | None, extra: list[str], timeout: int,
+               size: str | None = None) -> tuple[list[dict], str]:
     _, script = SCRIPTS[key]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "figures.json"
         cmd = [sys.executable, str(HERE / script), "--json", str(out), *(["--quick"] if quick else [])]
         if zoo and key in TAKES_ZOO:
             cmd += ["--zoo", zoo]
+        if size and key in TAKES_SIZE:
+            cmd += ["--size", size]
         cmd += extra
         start = time.perf_counter()
         try:
@@ -70,6 +77,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smoke mode: every script with --quick")
     ap.add_argument("--only", default=",".join(SCRIPTS), help="comma-separated keys (default: P1,P2,P3,P4,P5)")
     ap.add_argument("--zoo", default=None, help="a built zoo directory for P2, P3 and P5")
+    ap.add_argument("--size", default=None, help="model sizes for P2 and P5, e.g. tiny,134m (default: theirs)")
     ap.add_argument("--timeout", type=int, default=3600, help="seconds per script")
     ap.add_argument("--args", action="append", default=[], metavar="KEY:ARGS",
                     help="extra arguments for one script, e.g. --args 'P5:--no-ray' or "
@@ -88,7 +96,7 @@ def main() -> None:
     failed = False
     for key in keys:
         extra = extras.get(key, [])
-        results, error = run_script(key, args.quick, args.zoo, extra, args.timeout)
+        results, error = run_script(key, args.quick, args.zoo, extra, args.timeout, args.size)
         if error:
             failed = True
             figures.append({"suite": key, "name": f"{SCRIPTS[key][1]} failed", "value": error, "target": None,
@@ -99,7 +107,7 @@ def main() -> None:
                             "target": None, "met": False})
         figures += [{"suite": key, **r} for r in results]
     print(f"\n===== evosuite performance suite{' (quick smoke mode: figures not meaningful)' if args.quick else ''}")
-    widths = [4, 52, 14, 10, 6]
+    widths = [4, 60, 14, 10, 6]
     print("  ".join(h.ljust(w) for h, w in zip(("", "figure", "value", "target", "met"), widths)))
     for f in figures:
         print("  ".join(s.ljust(w) for s, w in zip((f["suite"], f["name"], fmt(f["value"]), fmt(f["target"]),

@@ -58,3 +58,25 @@ def test_kept_deltas_are_an_option_with_the_same_result(paths):
     floats = sum(t.numel() for t in kept._merger.sources[0].values())
     # two float32 task vectors of the whole model, on top of the scratch
     assert kept._merger.extra_bytes() >= 2 * floats * 4 > lean._merger.extra_bytes()
+
+
+def test_a_float32_candidate_is_written_in_place_from_the_base_as_loaded(paths):
+    space, (base, a, b) = space_over(paths, method="task_arithmetic")
+    out = space.candidate([0.25, 0.75]).mergeable_parameters()  # genes map weights onto [0, 2]: 0.5 and 1.5
+    work = space._merger.work._buffers
+    assert ("out", torch.float32) not in work and ("base", torch.float32) not in work  # no model-sized scratch
+    pb, pa, pc = (m.mergeable_parameters() for m in (base, a, b))
+    for name in ("norm.weight", "layers.0.mlp.up_proj.weight"):
+        expected = pb[name].double() + 0.5 * (pa[name].double() - pb[name].double()) \
+            + 1.5 * (pc[name].double() - pb[name].double())
+        assert torch.allclose(out[name].double(), expected, atol=1e-6)
+
+
+def test_dare_keeps_exactly_the_entries_whose_draw_is_below_the_density():
+    from evosuite.merge.sparsify import random_
+
+    delta = torch.linspace(-1.0, 1.0, 1000)
+    kept = random_(delta.clone(), 0.3, generator=torch.Generator().manual_seed(7), rescale=False)
+    draws = torch.rand(1000, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(kept != 0, (draws < 0.3) & (delta != 0))
+    assert torch.equal(kept[draws < 0.3], delta[draws < 0.3])

@@ -29,8 +29,8 @@ def test_every_perf_script_runs_in_quick_mode_and_writes_figures(tmp_path):
         assert set(figure) == {"suite", "name", "value", "target", "met"}, figure
         assert isinstance(figure["met"], bool) and isinstance(figure["name"], str)
     names = {f["name"] for f in figures}
-    assert {"p2_candidates_per_hour_ratio_in_memory_vs_disk", "p3_batched_vs_single_speedup",
-            "p5_ray_worker_utilization", "p5_ps_dare_ties_peak_memory_models"} <= names
+    assert {"p2_candidates_per_hour_ratio_in_memory_vs_disk_quick", "p3_batched_vs_single_speedup",
+            "p5_ray_worker_utilization", "p5_ps_dare_ties_peak_memory_models_mini"} <= names
     same = {f["name"]: f["value"] for f in figures}
     assert same["p2_same_predictions"] is True and same["p3_identical_outputs"] is True  # correctness, not speed
     assert "evosuite performance suite" in proc.stdout and "targets met" in proc.stdout

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import mmap
 import os
 import shutil
 import sys
@@ -185,6 +186,24 @@ class ModelSource:
         if target is not out:
             out.copy_(target)
         return out
+
+    def mapped_float32(self, name: str) -> torch.Tensor | None:
+        """A flat float32 tensor over one tensor's bytes in the file, mapped privately for this tensor only
+        (unmapped when the tensor is freed), or None when it is stored in another dtype. Reading a source
+        through it into ``torch.sub(..., out=buffer)`` skips the copy ``read_into`` makes."""
+        shape, st_dtype = self.meta[name]
+        if FROM_ST[st_dtype] != torch.float32:
+            return None
+        numel = int(torch.Size(shape).numel())
+        if numel == 0:
+            return None
+        offset = self.offsets[name]
+        start = offset - offset % mmap.ALLOCATIONGRANULARITY
+        fd = self._fds.get(self.file_of[name])
+        if fd is None:
+            fd = self._fds[self.file_of[name]] = os.open(self.path / self.file_of[name], os.O_RDONLY)
+        pages = mmap.mmap(fd, offset - start + numel * 4, offset=start, access=mmap.ACCESS_COPY)
+        return torch.frombuffer(pages, dtype=torch.float32, count=numel, offset=offset - start)
 
     def close(self) -> None:
         self._handles.clear()
@@ -563,7 +582,10 @@ def _write(plan: MergePlan, tmp: Path, *, seed: int, device: str, progress: Prog
                     if aligned is not None:
                         base = dev_work.get("base", numel).copy_(aligned[src.ref].view(-1))
                     else:
-                        base = src.read_into(name, work.get("base", numel), staging)
+                        # read-only for every method: a float32 base is used where it lies in the file
+                        base = src.mapped_float32(name) if on_cpu else None
+                        if base is None:
+                            base = src.read_into(name, work.get("base", numel), staging)
                         if not on_cpu:
                             base = dev_work.get("base", numel).copy_(base)
                     dev_work.round_(base)  # mergekit reads its inputs in the compute dtype
@@ -572,6 +594,12 @@ def _write(plan: MergePlan, tmp: Path, *, seed: int, device: str, progress: Prog
                     if aligned is not None:
                         x = dev_work.get(f"src{i}", numel).copy_(aligned[src.ref].view(-1))
                     else:
+                        mapped = src.mapped_float32(name) if on_cpu and takes_deltas else None
+                        if mapped is not None:  # source - base in one pass, straight from the file
+                            x = torch.sub(mapped, base, out=work.get(f"src{i}", numel))
+                            del mapped
+                            inputs.append(x)
+                            continue
                         x = src.read_into(name, work.get(f"src{i}", numel), staging)
                         if not on_cpu:
                             x = dev_work.get(f"src{i}", numel).copy_(x)

@@ -3,7 +3,8 @@
 ``TaskVectorMerger`` is built once from the base and source state dicts and a merge method. Each
 ``merge_into`` call writes the merged value of every tensor into the caller's tensors in place: per
 tensor, the sources (and for delta methods, source - base) are formed in float32 scratch buffers the
-size of one tensor, reused from tensor to tensor and from candidate to candidate. So a candidate costs no
+size of one tensor, reused from tensor to tensor and from candidate to candidate; a float32 base is
+read in place and a float32 candidate is written in place (no scratch for either). So a candidate costs no
 disk I/O and no model-sized allocation, and the merger holds no copy of any model: the sources stay in
 their own dtype (bfloat16 stays bfloat16) on their own device. The merge runs on ``device`` (the
 candidate's: ``device: cuda`` merges on the GPU). ``precompute_deltas=True`` trades memory for a little
@@ -98,6 +99,13 @@ class TaskVectorMerger:
             self.deltas = [{name: self._flat(src[name]) - self._flat(base[name]) for name in self.names}
                            for src in self.sources]
 
+    def _direct(self, tensor: torch.Tensor) -> torch.Tensor | None:
+        """The flat float32 view of ``tensor`` when it can be used as is (float32, contiguous, on the
+        merge's device), else None: then it goes through a scratch buffer."""
+        if tensor.dtype == torch.float32 and tensor.device == self.device and tensor.is_contiguous():
+            return tensor.detach().view(-1)
+        return None
+
     def _flat(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.detach().to(self.device, torch.float32).reshape(-1)
 
@@ -114,7 +122,9 @@ class TaskVectorMerger:
             model_params, global_params = params_for(name)
             base = None
             if self.base is not None:
-                base = self.work.get("base", numel).copy_(self.base[name].detach().reshape(-1))
+                base = self._direct(self.base[name])  # read-only for every method: no copy needed
+                if base is None:
+                    base = self.work.get("base", numel).copy_(self.base[name].detach().reshape(-1))
             # Scratch copies in float32: methods with takes_deltas overwrite their inputs.
             sources = []
             for i, src in enumerate(self.sources):
@@ -126,10 +136,12 @@ class TaskVectorMerger:
                     if self.takes_deltas:
                         buffer.sub_(base)
                 sources.append(buffer)
+            target = self._direct(out[name])  # a float32 candidate is written straight into
             result = merge_tensor(self.method, self.seed_names.get(name, name), base, sources, model_params,
-                                  global_params, seed=seed, out=self.work.get("out", numel), work=self.work,
-                                  shape=shape)
-            out[name].copy_(result.view(shape))
+                                  global_params, seed=seed, work=self.work, shape=shape,
+                                  out=target if target is not None else self.work.get("out", numel))
+            if target is None:
+                out[name].copy_(result.view(shape))
 
 
 def merge_once(out: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tensor] | None,
