@@ -3,7 +3,8 @@
 ``vlm``: the zoo's Japanese LM merged with its English VLM (whose vision tower and projector are kept),
 scored on Japanese questions about images: EvoVLM-JP in miniature. ``llm``: the Japanese LM merged with
 the math LM, scored on arithmetic asked in Japanese: EvoLLM-JP in miniature. The zoo is built first when
-it is not cached. ``EVOSUITE_ZOO_VARIANT=test`` uses the small test zoo (for quick checks).
+it is not cached. ``EVOSUITE_ZOO_VARIANT=test`` uses the small test zoo (for quick checks);
+``EVOSUITE_ZOO_SEED=N`` builds the zoo from another seed (``scripts/zoo_robustness.py`` runs seeds 0-4).
 """
 
 from __future__ import annotations
@@ -39,11 +40,22 @@ def space_spec(name: str, *, weight_range: tuple[float, float] = (0.0, 1.5)) -> 
     return {"name": name, "options": {s: dict(options[s]) for s in stages}}
 
 
+def zoo_seed() -> int:
+    """The zoo's seed: ``EVOSUITE_ZOO_SEED``, else 0 (the README's numbers)."""
+    from evosuite.errors import ConfigError
+
+    text = os.environ.get("EVOSUITE_ZOO_SEED", "0")
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"EVOSUITE_ZOO_SEED={text!r} is not an integer", "set it to e.g. 0, or unset it") from None
+
+
 def _zoo(progress: Callable[[str], None] | None):
     from evosuite.plugins.zoo.build import build_zoo
 
     variant = os.environ.get("EVOSUITE_ZOO_VARIANT", "full")
-    root = build_zoo(variant, seed=0, progress=progress)
+    root = build_zoo(variant, seed=zoo_seed(), progress=progress)
     return root, json.loads((root / "zoo.json").read_text())
 
 
@@ -99,7 +111,7 @@ class ZooClipExperiment(Experiment):
             raise ConfigError(f"the clip experiment has no settings for space {space!r}",
                               "use the ps space (dfs stacks decoder layers of language models)")
         variant = os.environ.get("EVOSUITE_ZOO_VARIANT", "full")
-        root = build_clip_zoo(variant, seed=0, progress=progress)
+        root = build_clip_zoo(variant, seed=zoo_seed(), progress=progress)
         meta = json.loads((root / "zoo.json").read_text())
         models = meta["models"]
         return {
