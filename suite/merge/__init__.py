@@ -1,7 +1,10 @@
 """The merge engine: mergekit-compatible YAML configs merged tensor by tensor, on disk or in memory.
 
-- ``config``: mergekit YAML -> validated dataclasses, and per-tensor parameter resolution.
-- ``engine``: ``merge_from_config`` writes a Hugging Face model directory from memory-mapped sources.
+- ``config``: mergekit YAML -> validated dataclasses; ``parameters``: parameter values, their checks and
+  per-tensor resolution; ``tokenizer_spec``: the ``tokenizer_source`` / ``tokenizer:`` block parsed.
+- ``engine``: ``merge_from_config`` writes a Hugging Face model directory from memory-mapped sources:
+  ``sources`` reads the models' safetensors, ``plan`` lays out the output tensors (``--dry-run``),
+  ``writer`` computes and writes them with the configs, tokenizer and model card.
 - ``in_memory``: ``TaskVectorMerger`` merges already loaded sources into preallocated tensors (the evolver).
 - ``vocabulary`` / ``tokenizer``: mergekit's ``tokenizer_source``: the output vocabulary, embedding rows
   aligned by token string (``vocabulary.row_map`` maps any target vocabulary onto a source's rows).

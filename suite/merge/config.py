@@ -1,14 +1,10 @@
-"""mergekit's YAML merge config, validated into dataclasses, and per-tensor parameter resolution.
+"""mergekit's YAML merge config, read and validated into dataclasses.
 
 A config names ``merge_method``, the ``models`` (or output ``slices`` of layer ranges, for
 frankenmerges), an optional ``base_model``, global ``parameters``, ``dtype``, and the output vocabulary
-(``tokenizer_source`` or a ``tokenizer:`` block, parsed into a ``TokenizerSpec``).
-A parameter value is a scalar, a list of numbers (a gradient interpolated over the layers at
-t = idx / (num_layers - 1), each module's layers by their own count, 0 outside the layers, as
-``evosuite.architectures`` finds them), a list of booleans or strings (the item at int(t * (len - 1)), no
-interpolation), or a list of ``{filter: SUBSTRING, value: ...}`` items where the first item whose filter
-occurs in the tensor name (or is ``"*"``, or is absent) gives the value. A model's parameter is looked up
-in its own ``parameters``, then its slice's, then its module's, then the global ones.
+(``tokenizer_source`` or a ``tokenizer:`` block, parsed into a ``TokenizerSpec`` by
+``evosuite.merge.tokenizer_spec``). The forms of parameter values, their checks and their per-tensor
+resolution are in ``evosuite.merge.parameters``.
 
 As mergekit 0.1.5, a parameter the method does not use (a ``weight`` on ``slerp``, a ``t`` per model) is
 ignored; ``load_config`` lists it in ``MergeConfig.warnings`` (an error with ``strict=True``). A name no
@@ -17,7 +13,6 @@ registered method uses (``lamda``) is refused as a typo.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -26,11 +21,16 @@ import yaml
 
 from evosuite.api import REQUIRED, MergeMethod
 from evosuite.errors import ConfigError, EvosuiteError
+from evosuite.merge.parameters import MATCH_ALL, _check_params, _Unused, evaluate, resolve_parameters
+from evosuite.merge.tokenizer_spec import TokenizerSpec, TokenRow, _tokenizer_spec
+
+#: The names this module held before it was split (``from evosuite.merge.config import ...`` keeps working).
+__all__ = ["CHAT_TEMPLATE_NAMES", "DEFAULT_MODULE", "DTYPES", "MATCH_ALL", "RUN_RECORD_KEYS", "TOP_LEVEL_KEYS",
+           "MergeConfig", "ModelEntry", "SliceSpec", "TokenRow", "TokenizerSpec", "evaluate", "load_config",
+           "resolve_parameters"]
 
 TOP_LEVEL_KEYS = ("base_model", "chat_template", "dtype", "merge_method", "models", "modules", "name", "out_dtype",
                   "parameters", "seed", "slices", "tokenizer", "tokenizer_source")
-#: mergekit's match-all filter (any other filter is a plain substring: no wildcards).
-MATCH_ALL = "*"
 #: The one module name ``modules:`` may use: mergekit's name for the module of a single-module model.
 DEFAULT_MODULE = "default"
 #: mergekit's bundled chat templates, by name (refused: evosuite does not ship their text).
@@ -39,8 +39,6 @@ CHAT_TEMPLATE_NAMES = ("alpaca", "chatml", "exaone", "llama3", "mistral")
 RUN_RECORD_KEYS = ("fitness", "genome", "recipe", "stages")
 DTYPES = {"float32": "float32", "fp32": "float32", "float": "float32", "float16": "float16", "fp16": "float16",
           "half": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}
-
-_MISSING = object()
 
 
 @dataclass
@@ -65,29 +63,6 @@ class SliceSpec:
     def num_layers(self) -> int:
         start, end = self.sources[0].layer_range
         return end - start
-
-
-@dataclass(frozen=True)
-class TokenRow:
-    """A ``tokenizer: tokens:`` entry: where token's default row comes from, and whether it replaces the
-    rows of the models that have the token (``force``). ``kind``: "model" (that model's row for the same
-    token), "model_token" (that model's row for ``token`` or ``token_id``) or "zero"."""
-
-    kind: str
-    model: str | None = None
-    token: str | None = None
-    token_id: int | None = None
-    force: bool = False
-
-
-@dataclass(frozen=True)
-class TokenizerSpec:
-    """The output vocabulary: ``source`` "base", "union" or a model path; ``tokens`` to add or set;
-    embedding rows rounded up to ``pad_to_multiple_of``."""
-
-    source: str
-    tokens: dict[str, TokenRow] = field(default_factory=dict)
-    pad_to_multiple_of: int | None = None
 
 
 @dataclass
@@ -126,120 +101,6 @@ class MergeConfig:
         if self.method.takes_base:
             return [e for e in entries if e.model != base]
         return list(entries)
-
-
-def evaluate(value: Any, tensor_name: str, t: float) -> Any:
-    """A parameter's value for one tensor at layer position t in [0, 1] (``_MISSING`` if no filter matches)."""
-    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-        for item in value:
-            pattern = item.get("filter")
-            if pattern is None or pattern == MATCH_ALL or pattern in tensor_name:
-                return evaluate(item["value"], tensor_name, t)
-        return _MISSING
-    if isinstance(value, list):
-        if len(value) == 1:
-            return value[0]
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-            return value[int(t * (len(value) - 1))]  # booleans and strings are picked, not interpolated
-        scaled = t * (len(value) - 1)
-        i0 = min(len(value) - 1, math.floor(scaled))
-        i1 = min(len(value) - 1, i0 + 1)
-        frac = scaled - i0
-        return (1 - frac) * value[i0] + frac * value[i1]
-    return value
-
-
-def resolve_parameters(defaults: Mapping[str, Any], scopes: Sequence[Mapping[str, Any]], tensor_name: str,
-                       t: float, *, owner: str) -> dict[str, Any]:
-    """Each parameter of ``defaults`` for one tensor: the first scope that gives it a value, else the default."""
-    resolved = {}
-    for name, default in defaults.items():
-        value = _MISSING
-        for scope in scopes:
-            if name in scope:
-                value = evaluate(scope[name], tensor_name, t)
-                if value is not _MISSING:
-                    break
-        if value is _MISSING:
-            if default is REQUIRED:
-                raise ConfigError(f"parameter {name!r} has no value for {owner} on tensor {tensor_name}",
-                                  f"give `{name}` in the parameters (a filter list needs a catch-all item)")
-            value = default
-        resolved[name] = value
-    return resolved
-
-
-# -- loading and validation --------------------------------------------------------------------------
-def _check_value(value: Any, where: str, default: Any = None) -> None:
-    # Strings only where the parameter's default is one: a number parameter given "abc" would fail mid-merge.
-    ok_scalar = (int, float, bool, str) if isinstance(default, str) else (int, float, bool)
-    if isinstance(value, ok_scalar) or value is None:
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{where}: {value!r} is not a finite number", "give a finite number")
-        return
-    if isinstance(value, list) and value:
-        if all(isinstance(v, dict) for v in value):
-            for item in value:
-                extra = set(item) - {"filter", "value"}
-                if "value" not in item or extra:
-                    raise ConfigError(f"{where}: a filter item must have `value` and optionally `filter`",
-                                      "write items like {filter: self_attn, value: 0.5}")
-                if item.get("filter") is not None and not isinstance(item["filter"], str):
-                    raise ConfigError(f"{where}: filter {item['filter']!r} is not a string",
-                                      "a filter is a substring of tensor names, e.g. self_attn")
-                _check_value(item["value"], where, default)
-            return
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-            return
-        if all(isinstance(v, bool) for v in value) or (isinstance(default, str) and all(isinstance(v, str)
-                                                                                        for v in value)):
-            return
-    raise ConfigError(f"{where}: {value!r} is not a parameter value",
-                      "use a number, a list of numbers (gradient), a list of booleans, "
-                      "or a list of {filter, value} items")
-
-
-class _Unused:
-    """Collects the parameters a method does not use: warnings, or the first one as an error (``strict``)."""
-
-    def __init__(self, strict: bool):
-        self.strict = strict
-        self.lines: list[str] = []
-
-    def __call__(self, message: str, fix: str) -> None:
-        if self.strict:
-            raise ConfigError(message, f"{fix} (or drop --strict: mergekit ignores it)")
-        self.lines.append(f"{message}; ignored, as mergekit ignores it")
-
-
-def _known_parameters() -> set[str]:
-    """Every parameter name some registered merge method uses (others are typos: refused, not ignored)."""
-    from evosuite import plugin_manager
-
-    names: set[str] = set()
-    for method_name in plugin_manager.get_host().registry("methods").names():
-        method = plugin_manager.get("methods", method_name)
-        names.update(method.global_parameters, method.model_parameters)
-    return names
-
-
-def _check_params(params: Any, valid: Mapping[str, Any], where: str, method: str, unused: _Unused) -> dict[str, Any]:
-    if params is None:
-        return {}
-    if not isinstance(params, dict):
-        raise ConfigError(f"{where}: `parameters` must be a mapping", "write `parameters: {name: value}`")
-    kept = {}
-    for name, value in params.items():
-        if name not in valid and name not in _known_parameters():  # a typo, not another method's parameter
-            raise ConfigError(f"unknown parameter {name!r} for merge method {method!r} in {where}",
-                              f"valid parameters: {', '.join(sorted(valid)) or 'none'}")
-        if name not in valid:
-            unused(f"merge method {method!r} does not use parameter {name!r} ({where})",
-                   f"remove it; parameters used here: {', '.join(sorted(valid)) or 'none'}")
-            continue
-        _check_value(value, f"{where}, parameter {name!r}", valid[name])
-        kept[name] = value
-    return kept
 
 
 def _model_entry(item: Any, where: str, valid: Mapping[str, Any], method: str, unused: _Unused, *,
@@ -444,72 +305,3 @@ def load_config(source: str | Path | Mapping[str, Any], *, strict: bool = False)
     result.warnings = unused.lines
     return result
 
-
-# -- the output vocabulary (mergekit's `tokenizer_source` and `tokenizer:`) ----------------------------
-_TOKENIZER_FIX = "write `tokenizer_source: base`, `union` or a model path, or a `tokenizer:` block"
-
-
-def _tokenizer_spec(raw: Mapping[str, Any], referenced: list[str]) -> TokenizerSpec | None:
-    source, block = raw.get("tokenizer_source"), raw.get("tokenizer")
-    if source is not None and block is not None:
-        raise ConfigError("the merge config gives both `tokenizer_source` and `tokenizer`",
-                          "keep one: `tokenizer: {source: ...}` holds the same choice")
-    if block is None:
-        if source is None:
-            return None
-        if not isinstance(source, str) or not source:
-            raise ConfigError(f"`tokenizer_source: {source!r}` is not a tokenizer source", _TOKENIZER_FIX)
-        return TokenizerSpec(source)
-    if not isinstance(block, dict):
-        raise ConfigError("`tokenizer` must be a mapping", "write `tokenizer: {source: union, tokens: {...}}`")
-    extra = sorted(set(block) - {"source", "tokens", "pad_to_multiple_of"})
-    if extra:
-        raise ConfigError(f"unknown key {extra[0]!r} in `tokenizer`", "valid keys: pad_to_multiple_of, source, tokens")
-    source = block.get("source", "union")  # mergekit's default for the block
-    if not isinstance(source, str) or not source:
-        raise ConfigError(f"`tokenizer.source: {source!r}` is not a tokenizer source", _TOKENIZER_FIX)
-    pad = block.get("pad_to_multiple_of")
-    if pad is not None and (isinstance(pad, bool) or not isinstance(pad, int) or pad <= 0):
-        raise ConfigError(f"`tokenizer.pad_to_multiple_of: {pad!r}` is not a positive integer",
-                          "give e.g. `pad_to_multiple_of: 64`, or leave it out")
-    tokens = block.get("tokens") or {}
-    if not isinstance(tokens, dict):
-        raise ConfigError("`tokenizer.tokens` must be a mapping", "write `tokens: {TOKEN: {source: MODEL}}`")
-    rows = {str(tok): _token_row(tok, entry, referenced) for tok, entry in tokens.items()}
-    return TokenizerSpec(source, rows, pad)
-
-
-def _token_row(token: Any, entry: Any, referenced: list[str]) -> TokenRow:
-    where = f"`tokenizer.tokens` entry {token!r}"
-    if not isinstance(entry, dict) or "source" not in entry:
-        raise ConfigError(f"{where} has no `source`",
-                          "give `source: MODEL`, `{kind: model_token, model: M, token: T}` or `{kind: zero}`")
-    extra = sorted(set(entry) - {"source", "force"})
-    if extra:
-        raise ConfigError(f"unknown key {extra[0]!r} in {where}", "valid keys: force, source")
-    force = entry.get("force", False)
-    if not isinstance(force, bool):
-        raise ConfigError(f"{where}: `force: {force!r}` is not true or false", "write `force: true` or leave it out")
-    source = entry["source"]
-
-    def known(model: Any) -> str:
-        if model not in referenced:
-            raise ConfigError(f"{where} takes its row from {model!r}, which the merge does not use",
-                              f"name one of: {', '.join(referenced)}")
-        return model
-
-    if isinstance(source, str):
-        return TokenRow("model", known(source), force=force)
-    kind = source.get("kind") if isinstance(source, dict) else None
-    if kind == "zero" and set(source) == {"kind"}:
-        return TokenRow("zero", force=force)
-    if kind == "model_token" and set(source) <= {"kind", "model", "token", "token_id"}:
-        tok, tok_id = source.get("token"), source.get("token_id")
-        if (tok is None) == (tok_id is None) or (tok_id is not None and (isinstance(tok_id, bool)
-                                                                         or not isinstance(tok_id, int))):
-            raise ConfigError(f"{where}: a model_token source needs exactly one of `token` and `token_id`",
-                              "write `{kind: model_token, model: M, token: T}` (or an integer `token_id`)")
-        return TokenRow("model_token", known(source.get("model")), None if tok is None else str(tok), tok_id,
-                        force)
-    raise ConfigError(f"{where}: {source!r} is not a row source",
-                      "give a model path, `{kind: model_token, model: M, token: T}` or `{kind: zero}`")

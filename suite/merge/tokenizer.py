@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from evosuite.errors import ModelError
-from evosuite.merge.config import TokenizerSpec, TokenRow
+from evosuite.merge.tokenizer_spec import TokenizerSpec, TokenRow
 from evosuite.merge.vocabulary import (
     ABSENT,
     ZERO,
