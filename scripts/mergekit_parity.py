@@ -89,7 +89,7 @@ def mergekit_python(given: str | None) -> str:
 def build_models(root: Path, families: set[str]) -> dict[str, dict[str, str]]:
     """Family -> placeholder -> model directory; every model seeded."""
     from evosuite.testing import replicas as r
-    from evosuite.testing.models import write_gpt2
+    from evosuite.testing.models import char_tokenizer, write_tiny
 
     models: dict[str, dict[str, str]] = {}
 
@@ -106,7 +106,8 @@ def build_models(root: Path, families: set[str]) -> dict[str, dict[str, str]]:
                 put(family, key, r.write_replica(r.QWEN2, d / key, seed=seed, dtype="float32"))
         elif family == "gpt2":
             for key, seed in (("BASE", 0), ("A", 1), ("B", 2)):
-                put(family, key, write_gpt2(d / key, seed=seed))
+                put(family, key, write_tiny(d / key, "gpt2", seed=seed, layers=4, tokenizer=char_tokenizer(),
+                                            n_embd=32, n_head=4, n_positions=64))
         elif family == "llava_next":
             for key, seed in (("BASE", 0), ("A", 1), ("B", 2)):
                 put(family, key, r.write_replica(r.LLAVA_NEXT, d / key, seed=seed, dtype="float32"))

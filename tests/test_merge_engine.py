@@ -5,11 +5,12 @@ import json
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from evosuite.errors import ConfigError, ModelError
 from evosuite.merge import MergePlan, TaskVectorMerger, load_config, merge_from_config
 from evosuite.merge.config import resolve_parameters
+from tests.factories import write_checkpoint
 
 LAYERS = 3
 SHAPES = {
@@ -23,15 +24,7 @@ SHAPES = {
 
 
 def make_model(path, seed, *, shapes=SHAPES, tokenizer=False, layers=LAYERS):
-    g = torch.Generator().manual_seed(seed)
-    tensors = {name: torch.randn(shape, generator=g) for name, shape in shapes.items()}
-    path.mkdir(parents=True)
-    save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
-    (path / "config.json").write_text(json.dumps({"model_type": "llama", "num_hidden_layers": layers,
-                                                  "torch_dtype": "float32"}))
-    if tokenizer:
-        (path / "tokenizer_config.json").write_text('{"model_max_length": 16}')
-    return tensors
+    return write_checkpoint(path, seed, shapes, layers=layers, tokenizer=tokenizer)
 
 
 @pytest.fixture()

@@ -16,6 +16,7 @@ from evosuite.cli import main
 from evosuite.errors import ConfigError, ModelError
 from evosuite.merge import load_config
 from evosuite.plugins import merge_methods as mm
+from tests.factories import write_checkpoint
 
 R2 = math.sqrt(0.5)  # sin(pi/4) = cos(pi/4)
 
@@ -288,13 +289,7 @@ SHAPES = {
 
 
 def make_model(path, seed):
-    g = torch.Generator().manual_seed(seed)
-    tensors = {name: torch.randn(shape, generator=g) for name, shape in SHAPES.items()}
-    path.mkdir(parents=True)
-    save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
-    (path / "config.json").write_text(json.dumps({"model_type": "llama", "num_hidden_layers": LAYERS,
-                                                  "torch_dtype": "float32"}))
-    return tensors
+    return write_checkpoint(path, seed, SHAPES, layers=LAYERS)
 
 
 @pytest.fixture()

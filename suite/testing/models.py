@@ -86,21 +86,6 @@ def write_vlm(path: Path, *, seed: int = 0, layers: int = 2, hidden: int = 32, t
     return path
 
 
-def write_gpt2(path: Path, *, seed: int = 0, layers: int = 4, hidden: int = 32, dtype: str = "float32") -> Path:
-    """A tiny GPT-2 (``transformer.h.N`` layer names, fused ``c_attn``, head tied to the embeddings) with the
-    char-level tokenizer: the family whose layers are not named ``layers.N``."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    torch.manual_seed(seed)
-    tokenizer = char_tokenizer()
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=hidden, n_layer=layers, n_head=4,
-                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    model = GPT2LMHeadModel(config).to(getattr(torch, dtype))
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 #: Tiny configs of families people merge, for tests of layer names (``write_tiny``): the layer count is set
 #: through ``num_hidden_layers``, which every config maps to its own key (``n_layer`` in GPT-2...).
 TINY_FAMILIES = {
@@ -117,15 +102,22 @@ TINY_FAMILIES = {
 
 
 def write_tiny(path: Path, model_type: str, *, seed: int = 0, layers: int = 2, vocab_size: int = 64,
-               **overrides) -> Path:
-    """A tiny seeded model of ``model_type`` (a key of ``TINY_FAMILIES``), saved with ``save_pretrained``."""
+               tokenizer=None, **overrides) -> Path:
+    """A tiny seeded model of ``model_type`` (a key of ``TINY_FAMILIES``), saved with ``save_pretrained``;
+    with a ``tokenizer`` (e.g. ``char_tokenizer()``), its vocabulary and special ids, saved beside the model."""
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-    config = AutoConfig.for_model(model_type, num_hidden_layers=layers, vocab_size=vocab_size,
-                                  bos_token_id=1, eos_token_id=2, **{**TINY_FAMILIES[model_type], **overrides})
+    ids = {"vocab_size": vocab_size, "bos_token_id": 1, "eos_token_id": 2}
+    if tokenizer is not None:
+        ids = {"vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
+               "eos_token_id": tokenizer.eos_token_id}
+    config = AutoConfig.for_model(model_type, num_hidden_layers=layers, **ids,
+                                  **{**TINY_FAMILIES[model_type], **overrides})
     torch.manual_seed(seed)
     auto = AutoModel if model_type == "bert" else AutoModelForCausalLM
     auto.from_config(config).save_pretrained(path)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(path)
     return path
 
 
