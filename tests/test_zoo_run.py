@@ -50,3 +50,17 @@ def test_run_needs_a_plugin_or_a_config():
     assert result.stderr.startswith("Error: nothing to run") and "vlm" in result.stderr
     unknown = run_cli("run", "--plugin", "vml")
     assert unknown.returncode == 2 and "did you mean 'vlm'" in unknown.stderr
+
+
+def test_llm_search_starts_exactly_at_task_arithmetic(zoo_env, tmp_path):
+    """In the math world task arithmetic (1, 1) is the hand recipe to beat, so the llm experiment searches task
+    arithmetic weights per layer: the warm start's generation 0 holds that baseline exactly (weight 1 in the
+    range [0, 2] is gene 0.5 for each of the 2 sources x 2 layers of the test zoo), not an approximation."""
+    run_dir = tmp_path / "run"
+    result = run_cli("run", "--plugin", "llm", "--budget", "4", "--run-dir", str(run_dir), "--plain",
+                     "--no-save-model", env=env_of(zoo_env))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in (run_dir / "evaluations.jsonl").read_text().splitlines()]
+    baseline = next(r for r in records if r.get("baseline") == "task-arithmetic")
+    assert baseline["genome"] == [0.5] * 4
+    assert "baseline task-arithmetic: approximated" not in result.stdout
