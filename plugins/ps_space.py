@@ -256,6 +256,17 @@ class ParameterSpace(MergeSpace):
             if recipe["method"] != self.method.name or differ:
                 notes.append(f"approximated: the space merges with {self.method.name}, the baseline with "
                              f"{recipe['method']}" + (f" ({differ})" if differ else ""))
+            baseline_method = get("methods", recipe["method"])
+            if (options.get("normalize") and not getattr(baseline_method, "sign_election", False)
+                    and not self.global_params.get("normalize", False)):
+                # The baseline divides its mix by the sum of its weights (a scalar: no sign election, whose
+                # divisor varies per entry) and the space does not: weights / sum give the same mix (for a
+                # linear average in a task-arithmetic space exactly, since the base then cancels).
+                total = sum(float(p.get("weight", 0.0)) for p in given)
+                if abs(total) > 1e-8:
+                    given = [{**p, "weight": float(p["weight"]) / total} if "weight" in p else p for p in given]
+                    notes.append(f"weights divided by their sum {total:g} (the baseline normalizes, the space "
+                                 "does not)")
             per_source = []
             for name, params in zip(self.source_names, given):
                 values = {}

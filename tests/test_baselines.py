@@ -122,8 +122,9 @@ def test_warm_start_scores_the_baselines_first_and_starts_there(paths, tmp_path,
     first = [r for r in records if r["generation"] == 0]
     assert [r["baseline"] for r in first] == DEFAULT_NAMES
     # dare_ties space, default ranges density [0, 1], weight [0, 2]: per source (density, weight) genes.
-    # linear and task arithmetic have density 1 (no trimming) and weight 1; TIES and DARE-TIES density 0.5.
-    assert [r["genome"] for r in first] == [[1.0, 0.5, 1.0, 0.5]] * 2 + [[0.5, 0.5, 0.5, 0.5]] * 2
+    # linear and task arithmetic have density 1 (no trimming); TIES and DARE-TIES density 0.5. Weights 1,
+    # except the equal-weight average's: it divides by their sum (2) and dare_ties does not, so 0.5 each.
+    assert [r["genome"] for r in first] == [[1.0, 0.25, 1.0, 0.25], [1.0, 0.5, 1.0, 0.5]] + [[0.5] * 4] * 2
     best = max(first, key=lambda r: r["fitness"])
     start = summary["evaluation"]["ps"]["warm_start"]
     assert start["genome"] == best["genome"] and start["search_fitness"] == best["fitness"]
@@ -263,3 +264,15 @@ def test_a_run_written_before_the_warm_start_resumes_without_one(paths, tmp_path
     assert config_from_store(old).warm_start is False
     new = RunStore(tmp_path / "new").create(parse_config(data).to_dict())
     assert config_from_store(new).warm_start is True and parse_config(data).warm_start is True
+
+
+def test_a_normalized_baseline_in_a_non_normalizing_space_divides_its_weights(models):
+    """The equal-weight average (linear, weights 1, normalized) is sum(x) / 2; task arithmetic with weights
+    0.5 is base + 0.5 (a - base) + 0.5 (b - base) = (a + b) / 2: the same model. In a task-arithmetic space
+    over [0, 2] that is gene 0.25 per source, not the genome of task arithmetic (1, 1)."""
+    ps = get("spaces", "ps")([models["a"], models["b"]], ["a", "b"], models["base"], models["b"], seed=0,
+                             method="task_arithmetic", ranges={"weight": [0.0, 2.0]})
+    genomes = {name: (genome, notes) for name, genome, notes in ps.baseline_genomes()}
+    assert genomes["equal-weight"][0] == [0.25, 0.25]
+    assert any("divided by their sum 2" in note for note in genomes["equal-weight"][1])
+    assert genomes["task-arithmetic"] == ([0.5, 0.5], [])  # the space's own method: exact, unscaled
