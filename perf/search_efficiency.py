@@ -85,6 +85,7 @@ class Checkpoint:
     genome: list[float]  # the best-so-far genome of the stage being searched
     search_fitness: float
     items: int  # search items scored up to here
+    seconds: float  # search time logged up to here
 
 
 def _evaluation(record: dict[str, Any]):
@@ -107,13 +108,14 @@ def checkpoints(records: Sequence[dict[str, Any]], counts: Iterable[int], fitnes
     settings = parse_fitness(fitness)
     wanted = sorted(set(int(c) for c in counts))
     out: list[Checkpoint] = []
-    stage, best, schedule, items = None, None, None, 0
+    stage, best, schedule, items, seconds = None, None, None, 0, 0.0
     for n, record in enumerate(records, start=1):
         evaluation = _evaluation(record)
         if evaluation.stage != stage:  # a new stage: a new search, with its own best and schedule
             stage, best = evaluation.stage, None
             schedule = Schedule(settings, total_items) if settings.active else None
         extra = evaluation.extra
+        seconds += evaluation.seconds
         if "items" in extra:
             items += 0 if extra.get("cached") else int(extra["items"])
         elif not (evaluation.failed or extra.get("cached")):
@@ -124,7 +126,7 @@ def checkpoints(records: Sequence[dict[str, Any]], counts: Iterable[int], fitnes
             schedule.observe(evaluation)
         chosen = (schedule.best() if schedule is not None else None) or best
         if n in wanted and chosen is not None:
-            out.append(Checkpoint(n, stage, list(chosen.genome), chosen.fitness, items))
+            out.append(Checkpoint(n, stage, list(chosen.genome), chosen.fitness, items, seconds))
     return out
 
 
@@ -208,7 +210,7 @@ def measure_run(run_dir: Path, counts: Iterable[int], scorer: HeldOutScores | No
     rows = []
     for point in checkpoints(records, counts, config.fitness, total_items):
         rows.append({"evaluations": point.evaluations, "stage": point.stage, "items": point.items,
-                     "search_fitness": point.search_fitness, "genome": point.genome,
+                     "seconds": round(point.seconds, 3), "search_fitness": point.search_fitness, "genome": point.genome,
                      "heldout": scorer(point.stage, point.genome)})
     scores = summary["test_scores"]
     baselines = summary.get("baselines") or []
@@ -316,8 +318,13 @@ def compare(plugin: str, runs: dict[int, dict[str, dict[str, Any]]], budget: int
         {"name": f"{name}_last_checkpoint_is_the_run_best", "value": matches, "target": True, "met": matches},
     ]
     for variant in VARIANTS:
-        figures.append({"name": f"{name}_heldout_at_budget_{variant}", "value": round(statistics.median(
-            final[variant]), 4), "target": None, "met": True})
+        last = [runs[s][variant]["checkpoints"][-1] for s in seeds]
+        figures += [{"name": f"{name}_heldout_at_budget_{variant}",
+                     "value": round(statistics.median(final[variant]), 4), "target": None, "met": True},
+                    {"name": f"{name}_items_scored_{variant}", "value": statistics.median(p["items"] for p in last),
+                     "target": None, "met": True},
+                    {"name": f"{name}_search_seconds_{variant}", "value": round(statistics.median(
+                        p["seconds"] for p in last), 1), "target": None, "met": True}]
         for n in counts:
             if medians[variant, n] is not None:
                 figures.append({"name": f"{name}_heldout_{variant}_at_{n}", "value": round(medians[variant, n], 4),

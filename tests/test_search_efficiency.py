@@ -33,6 +33,7 @@ def test_checkpoints_take_the_best_so_far_counting_the_warm_start_and_skipping_f
     assert [(p.evaluations, p.genome, p.search_fitness, p.items) for p in points] == [
         (1, [0.1, 0.1], 0.30, 10), (2, [0.2, 0.2], 0.50, 20), (5, [0.2, 0.2], 0.50, 40),
         (6, [0.6, 0.6], 0.70, 50), (7, [0.6, 0.6], 0.70, 50), (8, [0.6, 0.6], 0.70, 60)]
+    assert [p.seconds for p in points] == [1, 2, 5, 6, 7, 8]  # one logged second per evaluation
 
 
 def test_checkpoints_with_cheaper_fitness_count_the_items_logged_and_never_pick_a_raced_candidate():
