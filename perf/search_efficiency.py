@@ -364,7 +364,7 @@ def main() -> None:
     ap.add_argument("--zoo-seeds", action="store_true", help="each seed is also the zoo's seed (EVOSUITE_ZOO_SEED)")
     ap.add_argument("--budget", type=int, default=None, help="evaluations per search (default: the experiment's)")
     ap.add_argument("--checkpoints", type=int, nargs="+", default=None,
-                    help="evaluation counts to score at (default: each eighth of the budget)")
+                    help="evaluation counts to score at (default: each eighth of the budget; the budget always)")
     ap.add_argument("--previous", action="append", default=None, metavar="KEY=VALUE",
                     help="overrides making the previous default search (default: warm_start=false baselines=[]); "
                          "STAGE.KEY=VALUE sets a merge-space option, e.g. 'ps.ranges={weight: [0, 1.5]}'")
@@ -395,7 +395,7 @@ def main() -> None:
                 if args.budget:
                     base["budget"] = args.budget
                 budget = base["budget"]
-                counts = args.checkpoints or default_counts(budget)
+                counts = sorted({*(args.checkpoints or default_counts(budget)), budget})  # the verdict's row
                 runs[seed] = {}
                 for variant, pairs in (("previous", previous), ("current", args.current)):
                     run_dir = work / f"{plugin}-s{seed}-{variant}"
