@@ -1,4 +1,4 @@
-"""The performance suite: runs P1-P5 side by side, each in its own process, and prints one table.
+"""The performance suite: runs P1-P6 side by side, each in its own process, and prints one table.
 
     python perf/run_all.py [--quick] [--only P2,P3] [--zoo DIR] [--size tiny,134m]
                            [--args 'P1:--mergekit-python PY'] [--json FILE]
@@ -15,6 +15,7 @@ P2 evolution speed            perf/evolution_speed.py
 P3 batched generation         perf/batched_generation.py
 P4 DFS forward overhead       perf/dfs_forward.py
 P5 Ray utilization, memory    perf/ray_utilization.py
+P6 search efficiency          perf/search_efficiency.py
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ SCRIPTS = {
     "P3": ("batched generation", "batched_generation.py"),
     "P4": ("DFS forward", "dfs_forward.py"),
     "P5": ("Ray utilization and memory", "ray_utilization.py"),
+    "P6": ("search efficiency", "search_efficiency.py"),
 }
 TAKES_ZOO = {"P2", "P3", "P5"}
 TAKES_SIZE = {"P2", "P5"}
@@ -75,7 +77,7 @@ def fmt(value) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke mode: every script with --quick")
-    ap.add_argument("--only", default=",".join(SCRIPTS), help="comma-separated keys (default: P1,P2,P3,P4,P5)")
+    ap.add_argument("--only", default=",".join(SCRIPTS), help="comma-separated keys (default: P1,P2,P3,P4,P5,P6)")
     ap.add_argument("--zoo", default=None, help="a built zoo directory for P2, P3 and P5")
     ap.add_argument("--size", default=None, help="model sizes for P2 and P5, e.g. tiny,134m (default: theirs)")
     ap.add_argument("--timeout", type=int, default=3600, help="seconds per script")

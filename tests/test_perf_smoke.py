@@ -24,13 +24,15 @@ def test_every_perf_script_runs_in_quick_mode_and_writes_figures(tmp_path):
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     figures = json.loads(out.read_text())
-    assert {f["suite"] for f in figures} == {"P1", "P2", "P3", "P4", "P5"}
+    assert {f["suite"] for f in figures} == {"P1", "P2", "P3", "P4", "P5", "P6"}
     for figure in figures:
         assert set(figure) == {"suite", "name", "value", "target", "met"}, figure
         assert isinstance(figure["met"], bool) and isinstance(figure["name"], str)
     names = {f["name"] for f in figures}
     assert {"p2_candidates_per_hour_ratio_in_memory_vs_disk_quick", "p3_batched_vs_single_speedup",
-            "p5_ray_worker_utilization", "p5_ps_dare_ties_peak_memory_models_mini"} <= names
+            "p5_ray_worker_utilization", "p5_ps_dare_ties_peak_memory_models_mini",
+            "p6_toy_heldout_at_budget_current_minus_previous"} <= names
     same = {f["name"]: f["value"] for f in figures}
     assert same["p2_same_predictions"] is True and same["p3_identical_outputs"] is True  # correctness, not speed
+    assert same["p6_toy_last_checkpoint_is_the_run_best"] is True  # the replayed best is the evolver's
     assert "evosuite performance suite" in proc.stdout and "targets met" in proc.stdout
