@@ -4,7 +4,8 @@ Every function takes a flat float32 ``delta`` (one task vector of one tensor), z
 drops, optionally rescales what is left so that its L1 norm equals the original's (mergekit's
 ``rescale``: factor ``sum|delta| / sum|kept|``, skipped when either is below 1e-7), and returns ``delta``.
 ``work`` is a ``Scratch`` whose buffers are reused from tensor to tensor so that a merge does not
-allocate per call. Random trimming draws from the ``torch.Generator`` it is given, so a seed fixes it.
+allocate per call. Random trimming draws from the ``torch.Generator`` it is given, so a seed fixes it (or
+replays draws kept from one: ``KeptDraws``).
 """
 
 from __future__ import annotations
@@ -52,6 +53,31 @@ class Scratch:
 
     def nbytes(self) -> int:
         return sum(b.numel() * b.element_size() for b in self._buffers.values())
+
+
+class KeptDraws:
+    """One tensor's uniform draws, drawn once and replayed in order: what ``uniform_`` reads instead of a
+    generator. A search merges every candidate with the same seed, and DARE's and DELLA's draws do not depend
+    on the densities (only which entries they keep does), so the draws can be kept instead of drawn again."""
+
+    def __init__(self, values: torch.Tensor):
+        self.values = values
+        self.position = 0
+
+    def next_(self, out: torch.Tensor) -> torch.Tensor:
+        n = out.numel()
+        if self.position + n > self.values.numel():
+            raise RuntimeError(f"{n} draws asked for, {self.values.numel() - self.position} kept")
+        out.copy_(self.values[self.position:self.position + n].view(out.shape))
+        self.position += n
+        return out
+
+
+def uniform_(out: torch.Tensor, generator: torch.Generator | KeptDraws) -> torch.Tensor:
+    """``out`` filled with the next uniform draws in [0, 1) of ``generator`` (or replayed from ``KeptDraws``)."""
+    if isinstance(generator, KeptDraws):
+        return generator.next_(out)
+    return torch.rand(out.shape, generator=generator, out=out, device=out.device)
 
 
 def _l1(delta: torch.Tensor, scratch: torch.Tensor | None) -> float:
@@ -143,7 +169,7 @@ def random_(delta: torch.Tensor, density: float, *, generator: torch.Generator, 
     n = delta.numel()
     scratch = work.get("rand", n)  # |delta| first, then the draws
     before = _l1(delta, scratch) if rescale else 0.0
-    draws = torch.rand(n, generator=generator, out=scratch, device=delta.device)
+    draws = uniform_(scratch, generator)
     # draws < density as 1.0 / 0.0 in place, then one multiply: several times faster than a bool mask and
     # masked_fill_ (a dropped negative entry becomes -0.0, which every later step treats as 0)
     delta.mul_(draws.lt_(density))
@@ -196,6 +222,6 @@ def della_(delta: torch.Tensor, density: float, epsilon: float, *, shape: tuple[
     size = full.shape[1]
     ranks = full.abs().argsort(dim=1).argsort(dim=1)  # 0 for the smallest along axis 1
     probs = ranks.to(torch.float32).div_(max(1, size - 1)).mul_(2 * epsilon).add_(density - epsilon)
-    draws = torch.rand(full.shape, generator=generator, device=delta.device)
+    draws = uniform_(torch.empty(full.shape, device=delta.device), generator)
     full.masked_fill_(draws >= probs, 0.0)
     return _rescale_(delta, before) if rescale else delta
