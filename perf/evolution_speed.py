@@ -1,7 +1,7 @@
 """P2: candidates evaluated per hour, evosuite's in-memory merging against a merge-to-disk-then-reload loop.
 
     python perf/evolution_speed.py [--quick] [--size tiny,134m] [--candidates N] [--zoo DIR]
-                                   [--no-fitness-demo] [--json FILE]
+                                   [--no-fitness-demo] [--keep-draws] [--json FILE]
 
 The loops score the same seeded genomes of the same PS space (DARE-TIES, one density and weight per
 source) on the same benchmark items, interleaved candidate by candidate:
@@ -123,7 +123,7 @@ def merge_program(paths, names, base_name, options, genome, out: Path, dtype: st
 
 
 def measure_loops(paths, names, base_name, benchmark, options, candidates: int, seed: int = 0,
-                  dtype: str = "float32"):
+                  dtype: str = "float32", keep_draws: bool = False):
     import numpy as np
 
     from evosuite.models import load_model
@@ -131,7 +131,9 @@ def measure_loops(paths, names, base_name, benchmark, options, candidates: int, 
 
     models = [load_model(str(paths[n]), dtype=dtype) for n in names]
     base = load_model(str(paths[base_name]), dtype=dtype)
-    space = get("spaces", "ps")(models, names, base, models[-1], seed=seed, **options)
+    # keep_draws: the in-memory search keeps DARE's draws (the merge program merges once: nothing to keep)
+    space = get("spaces", "ps")(models, names, base, models[-1], seed=seed, **options,
+                                **({"keep_draws": True} if keep_draws else {}))
     items = benchmark.items(benchmark.search_split)
     rng = np.random.RandomState(seed)
     genomes = [list(map(float, rng.rand(space.dimension))) for _ in range(candidates)]
@@ -210,6 +212,9 @@ def main() -> None:
     ap.add_argument("--zoo", default=None, help="a built zoo directory (default: build or reuse the test zoo)")
     ap.add_argument("--budget", type=int, default=48, help="evaluations of each cheaper-fitness demo run")
     ap.add_argument("--no-fitness-demo", action="store_true", help="skip the cheaper-fitness runs")
+    ap.add_argument("--keep-draws", action="store_true", help="the in-memory loop's space keeps DARE's random "
+                                                              "draws (ps option keep_draws: 4 bytes a parameter "
+                                                              "per source)")
     ap.add_argument("--json", default=None, help="write [{name, value, target, met}] here")
     args = ap.parse_args()
     import torch
@@ -237,10 +242,11 @@ def main() -> None:
                 label = f"{size} synthetic family ({parameter_count(size) / 1e6:.0f}M parameters, " \
                         f"{SIZE_DTYPE[size]}), toy task"
             mem, disk, trip, same, items = measure_loops(paths, names, base, bench, options, n,
-                                                         dtype=SIZE_DTYPE.get(size, "float32"))
+                                                         dtype=SIZE_DTYPE.get(size, "float32"),
+                                                         keep_draws=args.keep_draws)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        labels.append(f"{label}: {items} items, {n} candidates")
+        labels.append(f"{label}: {items} items, {n} candidates" + (", keep_draws" if args.keep_draws else ""))
         if size == "tiny":
             disk_tiny = disk
         same_all = same_all and same

@@ -80,6 +80,7 @@ def test_a_search_with_kept_draws_merges_what_fresh_draws_give(keep_draws):
 
 def test_kept_draws_are_ignored_by_a_method_without_draws():
     base, sources = family(2)
+    assert DareTies.replays_draws and not TaskArithmetic.replays_draws
     merger = TaskVectorMerger({NAME: base}, [{NAME: s} for s in sources], TaskArithmetic(), keep_draws=True)
     assert merger.draws is None
 
