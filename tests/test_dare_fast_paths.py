@@ -94,3 +94,22 @@ def test_a_bfloat16_source_is_subtracted_from_the_float32_base_as_its_exact_valu
     # float32 arithmetic in the method's order: the widened source minus the base, weighted, summed, + base
     expected = (low[0].float() - base) * 0.5 + (low[1].float() - base) * 0.25 + base
     assert torch.equal(out[NAME], expected)
+
+
+@pytest.mark.parametrize("method", ["della", "dare_linear"])
+def test_kept_draws_replay_the_masks_fresh_draws_give(method):
+    from evosuite.plugin_manager import get
+
+    merge = get("methods", method)
+    assert merge.replays_draws
+    base, sources = family(4)
+    out = {True: {NAME: torch.empty(SHAPE)}, False: {NAME: torch.empty(SHAPE)}}
+    mergers = {k: TaskVectorMerger({NAME: base}, [{NAME: s} for s in sources], merge, keep_draws=k)
+               for k in (True, False)}
+    for densities in ((0.4, 0.7), (0.6, 0.3)):
+        params = [{"density": d, "weight": 1.0, "epsilon": 0.1} for d in densities]
+        for keep, merger in mergers.items():
+            merger.merge_into(out[keep], lambda name, p=params: (p, dict(merge.global_parameters)), seed=3)
+        dropped = out[True][NAME] == base  # entries no source kept (a trim happened)
+        assert 0.05 < float(dropped.float().mean()) < 0.95
+        assert torch.equal(out[True][NAME], out[False][NAME]), densities

@@ -66,11 +66,15 @@ class KeptDraws:
 
     def next_(self, out: torch.Tensor) -> torch.Tensor:
         n = out.numel()
+        out.copy_(self.take(n).view(out.shape))
+        return out
+
+    def take(self, n: int) -> torch.Tensor:
+        """The next ``n`` draws, as kept (read-only)."""
         if self.position + n > self.values.numel():
             raise RuntimeError(f"{n} draws asked for, {self.values.numel() - self.position} kept")
-        out.copy_(self.values[self.position:self.position + n].view(out.shape))
         self.position += n
-        return out
+        return self.values[self.position - n:self.position]
 
 
 def uniform_(out: torch.Tensor, generator: torch.Generator | KeptDraws) -> torch.Tensor:
@@ -169,10 +173,14 @@ def random_(delta: torch.Tensor, density: float, *, generator: torch.Generator, 
     n = delta.numel()
     scratch = work.get("rand", n)  # |delta| first, then the draws
     before = _l1(delta, scratch) if rescale else 0.0
-    draws = uniform_(scratch, generator)
-    # draws < density as 1.0 / 0.0 in place, then one multiply: several times faster than a bool mask and
-    # masked_fill_ (a dropped negative entry becomes -0.0, which every later step treats as 0)
-    delta.mul_(draws.lt_(density))
+    # draws < density as 1.0 / 0.0 (in place, or straight from kept draws), then one multiply: several times
+    # faster than a bool mask and masked_fill_ (a dropped negative entry becomes -0.0, which every later step
+    # treats as 0)
+    if isinstance(generator, KeptDraws):
+        keep = torch.lt(generator.take(n), density, out=scratch)
+    else:
+        keep = torch.rand(n, generator=generator, out=scratch, device=delta.device).lt_(density)
+    delta.mul_(keep)
     return _rescale_(delta, before, scratch) if rescale else delta
 
 
