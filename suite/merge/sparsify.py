@@ -164,7 +164,7 @@ def magnitude_(delta: torch.Tensor, density: float, *, rescale: bool = False, wo
     return _rescale_(delta, before, work.get("mag", n)) if rescale else delta
 
 
-def random_(delta: torch.Tensor, density: float, *, generator: torch.Generator, rescale: bool = True,
+def random_(delta: torch.Tensor, density: float, *, generator: torch.Generator | KeptDraws, rescale: bool = True,
             work: Scratch | None = None):
     """DARE trimming: keep each entry with probability ``density`` (then the L1 rescale, by default)."""
     if density >= 1:
@@ -217,7 +217,7 @@ def breadcrumbs_(delta: torch.Tensor, density: float, gamma: float = 0.01, *, re
 
 
 def della_(delta: torch.Tensor, density: float, epsilon: float, *, shape: tuple[int, ...],
-           generator: torch.Generator, rescale: bool = True, work: Scratch | None = None):
+           generator: torch.Generator | KeptDraws, rescale: bool = True, work: Scratch | None = None):
     """DELLA (MagPrune) trimming: keep an entry with probability growing linearly with its magnitude rank,
     from density - epsilon (smallest) to density + epsilon (largest). Ranks run along axis 1 of the
     tensor's shape (the whole tensor when it is 1-D), as mergekit ranks them."""
