@@ -1,7 +1,7 @@
 """P2: candidates evaluated per hour, evosuite's in-memory merging against a merge-to-disk-then-reload loop.
 
     python perf/evolution_speed.py [--quick] [--size tiny,134m] [--candidates N] [--zoo DIR]
-                                   [--no-fitness-demo] [--json FILE]
+                                   [--no-fitness-demo] [--keep-draws] [--json FILE]
 
 The loops score the same seeded genomes of the same PS space (DARE-TIES, one density and weight per
 source) on the same benchmark items, interleaved candidate by candidate:
@@ -123,7 +123,7 @@ def merge_program(paths, names, base_name, options, genome, out: Path, dtype: st
 
 
 def measure_loops(paths, names, base_name, benchmark, options, candidates: int, seed: int = 0,
-                  dtype: str = "float32"):
+                  dtype: str = "float32", keep_draws: bool = False):
     import numpy as np
 
     from evosuite.models import load_model
@@ -131,11 +131,13 @@ def measure_loops(paths, names, base_name, benchmark, options, candidates: int, 
 
     models = [load_model(str(paths[n]), dtype=dtype) for n in names]
     base = load_model(str(paths[base_name]), dtype=dtype)
-    space = get("spaces", "ps")(models, names, base, models[-1], seed=seed, **options)
+    # keep_draws: the in-memory search keeps DARE's draws (the merge program merges once: nothing to keep)
+    space = get("spaces", "ps")(models, names, base, models[-1], seed=seed, **options,
+                                **({"keep_draws": True} if keep_draws else {}))
     items = benchmark.items(benchmark.search_split)
     rng = np.random.RandomState(seed)
     genomes = [list(map(float, rng.rand(space.dimension))) for _ in range(candidates)]
-    memory, disk, round_trip, same = [], [], [], True
+    memory, merging, disk, round_trip, same = [], [], [], [], True
     tmp = Path(tempfile.mkdtemp(prefix="evosuite-p2-"))
 
     def reload_and_score(out):
@@ -149,7 +151,9 @@ def measure_loops(paths, names, base_name, benchmark, options, candidates: int, 
     try:
         for k, genome in enumerate(genomes):
             start = time.perf_counter()
-            a = benchmark.predict(space.candidate(genome), items)
+            candidate = space.candidate(genome)
+            merging.append(time.perf_counter() - start)
+            a = benchmark.predict(candidate, items)
             score_a = benchmark.score(items, a, split=benchmark.search_split).score
             memory.append(time.perf_counter() - start)
 
@@ -166,7 +170,7 @@ def measure_loops(paths, names, base_name, benchmark, options, candidates: int, 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return (statistics.median(memory), statistics.median(disk), statistics.median(round_trip), same,
-            len(items))
+            len(items), statistics.median(merging))
 
 
 def fitness_demo(root: Path, budget: int):
@@ -210,6 +214,9 @@ def main() -> None:
     ap.add_argument("--zoo", default=None, help="a built zoo directory (default: build or reuse the test zoo)")
     ap.add_argument("--budget", type=int, default=48, help="evaluations of each cheaper-fitness demo run")
     ap.add_argument("--no-fitness-demo", action="store_true", help="skip the cheaper-fitness runs")
+    ap.add_argument("--keep-draws", action="store_true", help="the in-memory loop's space keeps DARE's random "
+                                                              "draws (ps option keep_draws: 4 bytes a parameter "
+                                                              "per source)")
     ap.add_argument("--json", default=None, help="write [{name, value, target, met}] here")
     args = ap.parse_args()
     import torch
@@ -236,11 +243,12 @@ def main() -> None:
                 paths, names, base, bench, options = family_setup(tmp, size)
                 label = f"{size} synthetic family ({parameter_count(size) / 1e6:.0f}M parameters, " \
                         f"{SIZE_DTYPE[size]}), toy task"
-            mem, disk, trip, same, items = measure_loops(paths, names, base, bench, options, n,
-                                                         dtype=SIZE_DTYPE.get(size, "float32"))
+            mem, disk, trip, same, items, merge = measure_loops(paths, names, base, bench, options, n,
+                                                         dtype=SIZE_DTYPE.get(size, "float32"),
+                                                         keep_draws=args.keep_draws)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        labels.append(f"{label}: {items} items, {n} candidates")
+        labels.append(f"{label}: {items} items, {n} candidates" + (", keep_draws" if args.keep_draws else ""))
         if size == "tiny":
             disk_tiny = disk
         same_all = same_all and same
@@ -248,6 +256,7 @@ def main() -> None:
         judged = size == sizes[-1]
         verdict = ("yes" if ratio >= TARGET else f"NO (short by {TARGET / ratio:.1f}x)") if judged else "reported"
         rows += [(f"[{size}] in-memory merge + eval", f"{mem:.3f} s", f"{3600 / mem:,.0f}/h", "", "", ""),
+                 (f"[{size}]   of which the merge", f"{merge:.3f} s", "", "", "", ""),
                  (f"[{size}] merge program, reload, eval", f"{disk:.3f} s", f"{3600 / disk:,.0f}/h", "", "", ""),
                  (f"[{size}] in-process write, reload, eval", f"{trip:.3f} s", f"{3600 / trip:,.0f}/h",
                   f"{trip / mem:.2f}x", "", ""),

@@ -47,6 +47,9 @@ class ParameterSpace(MergeSpace):
         # Keep float32 task vectors of every source (4 bytes a parameter each) instead of forming them per
         # candidate: a little faster, much bigger (see evosuite.merge.in_memory).
         "precompute_deltas": False,
+        # DARE / DELLA: keep each tensor's random draws (4 bytes a parameter per source) from the first
+        # candidate instead of drawing them for every one: the same masks, a CPU merge ~2x faster (134M).
+        "keep_draws": False,
     }
 
     def __init__(self, sources, source_names, base, carrier, *, seed=0, **options):
@@ -70,6 +73,7 @@ class ParameterSpace(MergeSpace):
                                         [s.mergeable_parameters() for s in self.sources], self.method,
                                         names=list(self._out), device=next(iter(self._out.values())).device,
                                         precompute_deltas=bool(self.settings["precompute_deltas"]),
+                                        keep_draws=bool(self.settings["keep_draws"]),
                                         seed_names=self._seed_names())
         self._group_of = {name: self._group_index(self._candidate.layer_index(name)) for name in self._out}
 

@@ -211,6 +211,10 @@ class MergeMethod:
     base_optional: ClassVar[bool] = False
     #: True when the method draws random numbers (it is then given a seeded ``torch.Generator``).
     random: ClassVar[bool] = False
+    #: True when a ``random`` method's draws are all uniforms in [0, 1) taken with
+    #: ``evosuite.merge.sparsify.uniform_``, at most one per entry per source: a search may then keep a
+    #: tensor's draws from the first candidate and replay them (``keep_draws``) instead of drawing again.
+    replays_draws: ClassVar[bool] = False
     global_parameters: ClassVar[Mapping[str, Any]] = {}
     model_parameters: ClassVar[Mapping[str, Any]] = {}
     #: The per-model parameters an evolutionary search tunes by default (e.g. density and weight).

@@ -189,7 +189,8 @@ def test_cli_config_errors_stop_before_any_work(tiny_models, toy_site, tmp_path)
                      env={"PYTHONPATH": str(toy_site)})
     assert result.returncode == 2
     assert result.stderr.strip() == ("Error: unknown option 'metod' for merge space 'ps' (valid options: "
-                                     "granularity, method, method_options, parameters, precompute_deltas, ranges)")
+                                     "granularity, keep_draws, method, method_options, parameters, "
+                                     "precompute_deltas, ranges)")
     unknown = run_cli("run", "--config", str(config).replace("exp", "missing"))
     assert unknown.returncode == 2 and "does not exist" in unknown.stderr
     assert not (tmp_path / "run" / "evaluations.jsonl").exists()

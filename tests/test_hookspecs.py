@@ -79,7 +79,7 @@ CAPABILITIES = {
     "LoadedModel": ["adapter", "describe", "tokenizer", "vocab_parameters", "set_vocabulary", "config_summary",
                     "image_token", "classify", "classifies"],
     "ModelAdapter": ["detect_path", "options"],
-    "MergeMethod": ["takes_deltas", "merge_flat", "check_sources", "random", "search_parameters"],
+    "MergeMethod": ["takes_deltas", "merge_flat", "check_sources", "random", "replays_draws", "search_parameters"],
     "MergeSpace": ["validate_options", "initial_genome", "references", "check_baselines", "baseline_genomes",
                    "gene_names", "post_load", "describe", "figure", "card_tags", "loading_note", "cli_options"],
     "Benchmark": ["split_source", "item_scores", "items_by_id"],

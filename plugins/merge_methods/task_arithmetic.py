@@ -39,6 +39,8 @@ class TaskArithmeticFamily(BuiltinMethod):
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         cls.random = cls.trim in ("random", "della")
+        # DARE and DELLA draw at most one uniform per entry per source, through sparsify.uniform_
+        cls.replays_draws = cls.random
         cls.global_parameters = {"normalize": cls.default_normalize, "rescale": cls.default_rescale,
                                  "lambda": 1.0, "int8_mask": False}
         params: dict[str, Any] = {"weight": REQUIRED, "density": 1.0}
@@ -78,44 +80,62 @@ class TaskArithmeticFamily(BuiltinMethod):
                 work.round_(delta.mul_(w))
         normalize = bool(global_params["normalize"])
         lam = float(global_params["lambda"])
-        if not self.sign_election:
-            out.copy_(sources[0])
-            for delta in sources[1:]:
-                out.add_(delta)
-            work.round_(out)
-            if normalize:
-                divisor = work.round_value(float(torch.tensor(weights, dtype=torch.float32).sum()))
-                work.round_(out.div_(1.0 if abs(divisor) < 1e-8 else divisor))
-            if lam != 1.0:
-                work.round_(out.mul_(lam))
-            out.add_(base)
-            return
-        # Sign election is a dozen elementwise passes: run them chunk by chunk so that they stay in cache.
+        divisor = 1.0
+        if normalize and not self.sign_election:
+            divisor = work.round_value(float(torch.tensor(weights, dtype=torch.float32).sum()))
+            divisor = 1.0 if abs(divisor) < 1e-8 else divisor
+        # The combination is several elementwise passes: run them chunk by chunk so that they stay in cache.
         for start in range(0, n, ELECTION_CHUNK):
             end = min(n, start + ELECTION_CHUNK)
-            self._elect([d[start:end] for d in sources], weights, base[start:end], out[start:end], normalize,
-                        lam, work, end - start)
+            deltas = [d[start:end] for d in sources]
+            if self.sign_election:
+                self._elect(deltas, weights, base[start:end], out[start:end], normalize, lam, work, end - start)
+            else:
+                self._add(deltas, base[start:end], out[start:end], normalize, divisor, lam, work)
+
+    @staticmethod
+    def _add(deltas, base, out, normalize, divisor, lam, work):
+        out.copy_(deltas[0])
+        for delta in deltas[1:]:
+            out.add_(delta)
+        work.round_(out)
+        if normalize:
+            work.round_(out.div_(divisor))
+        if lam != 1.0:
+            work.round_(out.mul_(lam))
+        out.add_(base)
 
     @staticmethod
     def _elect(deltas, weights, base, out, normalize, lam, work, size):
         total = work.get("total", size)
-        total.copy_(deltas[0])
-        for delta in deltas[1:]:
+        if len(deltas) > 1:
+            torch.add(deltas[0], deltas[1], out=total)
+        else:
+            total.copy_(deltas[0])
+        for delta in deltas[2:]:
             total.add_(delta)
         sign = total.sign_().add_(0.5).sign_()  # majority sign: +1 where the sum is >= 0, else -1
-        keep = work.get("keep_f", size)
-        divisor = work.get("divisor", size).zero_() if normalize else None
-        out.zero_()
-        for delta, w in zip(deltas, weights):
-            torch.sign(delta, out=keep).mul_(sign).clamp_(min=0)  # 1 where the delta has the majority sign
-            out.addcmul_(delta, keep)
-            if divisor is not None:
+        if normalize:
+            keep = work.get("keep_f", size)
+            divisor = work.get("divisor", size).zero_()
+            out.zero_()
+            for delta, w in zip(deltas, weights):
+                torch.sign(delta, out=keep).mul_(sign).clamp_(min=0)  # 1 where the delta has the majority sign
+                out.addcmul_(delta, keep)
                 divisor.add_(keep, alpha=w)
-        work.round_(out)
-        if divisor is not None:
+            work.round_(out)
             work.round_(divisor)
             divisor.masked_fill_(torch.eq(divisor, 0, out=work.get("zero", size, torch.bool)), 1.0)
             work.round_(out.div_(divisor))
+        else:
+            # The kept entries' sum as sign * sum(max(delta * sign, 0)): an entry of the majority sign has
+            # delta * sign > 0, the others add 0. Exact multiplications by +-1, so the same sum as adding
+            # the kept entries, in fewer passes.
+            magnitude = work.get("keep_f", size)
+            torch.mul(deltas[0], sign, out=out).clamp_(min=0)
+            for delta in deltas[1:]:
+                out.add_(torch.mul(delta, sign, out=magnitude).clamp_(min=0))
+            work.round_(out.mul_(sign))
         if lam != 1.0:
             work.round_(out.mul_(lam))
         out.add_(base)

@@ -8,11 +8,13 @@ read in place and a float32 candidate is written in place (no scratch for either
 disk I/O and no model-sized allocation, and the merger holds no copy of any model: the sources stay in
 their own dtype (bfloat16 stays bfloat16) on their own device. The merge runs on ``device`` (the
 candidate's: ``device: cuda`` merges on the GPU). ``precompute_deltas=True`` trades memory for a little
-speed: float32 task vectors of every source are kept (4 bytes a parameter per source). The on-disk engine
-runs the very same per-tensor code (``merge_tensor``), so both give the same tensors for the same
-parameters and seed. Random methods seed each tensor's generator from (seed, the tensor's name in the saved
-checkpoint): ``seed_names`` maps the merger's names to those, so a run's DARE masks are the ones
-``evosuite merge`` draws for its ``best_recipe.yaml``.
+speed: float32 task vectors of every source are kept (4 bytes a parameter per source). ``keep_draws=True``
+trades the same memory for much speed with DARE or DELLA, whose random draws are most of a CPU merge's
+time: each tensor's draws are kept from the first candidate and replayed for the next ones of the same
+seed (the same masks). The on-disk engine runs the very same per-tensor code (``merge_tensor``), so both
+give the same tensors for the same parameters and seed. Random methods seed each tensor's generator from
+(seed, the tensor's name in the saved checkpoint): ``seed_names`` maps the merger's names to those, so a
+run's DARE masks are the ones ``evosuite merge`` draws for its ``best_recipe.yaml``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,10 @@ import torch
 
 from evosuite.api import MergeMethod
 from evosuite.errors import ModelError
-from evosuite.merge.sparsify import Scratch
+from evosuite.merge.sparsify import KeptDraws, Scratch
+
+#: Dtypes that float32 holds exactly: such a source is subtracted from the base without a copy first.
+EXACT_IN_FLOAT32 = (torch.float32, torch.bfloat16, torch.float16)
 
 #: ``params_for(tensor_name) -> (per-source parameter dicts in source order, global parameter dict)``.
 ParamsFor = Callable[[str], tuple[Sequence[Mapping[str, Any]], Mapping[str, Any]]]
@@ -36,17 +41,29 @@ def tensor_seed(seed: int, name: str) -> int:
     return (int(seed) * 1_000_003 + zlib.crc32(name.encode())) % (2**63 - 1)
 
 
+def draw_stream(seed: int, name: str, numel: int, sources: int, device: str | torch.device) -> torch.Tensor:
+    """The uniform draws the generator ``merge_tensor`` gives tensor ``name`` yields to DARE or DELLA: ``numel``
+    per source at most, drawn ``numel`` at a time as they draw them (on a GPU the values depend on that)."""
+    generator = torch.Generator(device=device).manual_seed(tensor_seed(seed, name))
+    values = torch.empty(sources * numel, device=device)
+    for i in range(sources):
+        torch.rand(numel, generator=generator, out=values[i * numel:(i + 1) * numel])
+    return values
+
+
 def merge_tensor(method: MergeMethod, name: str, base: torch.Tensor | None, sources: list[torch.Tensor],
                  model_params: Sequence[Mapping[str, Any]], global_params: Mapping[str, Any], *,
-                 seed: int, out: torch.Tensor, work: Scratch, shape: tuple[int, ...]) -> torch.Tensor:
+                 seed: int, out: torch.Tensor, work: Scratch, shape: tuple[int, ...],
+                 draws: KeptDraws | None = None) -> torch.Tensor:
     """Merge one tensor into flat float32 ``out``.
 
     ``base`` and ``sources`` are flat float32; for a method with ``takes_deltas`` the sources are task
     vectors the method may overwrite. Methods without ``merge_flat`` (third-party plugins) go through
-    ``MergeMethod.merge`` with reshaped, full-valued tensors.
+    ``MergeMethod.merge`` with reshaped, full-valued tensors. ``draws``: the tensor's generator's draws,
+    kept by the caller (``draw_stream``), replayed instead of drawn again (for ``replays_draws`` methods).
     """
-    generator = None
-    if method.random:
+    generator = draws
+    if method.random and generator is None:
         generator = torch.Generator(device=out.device).manual_seed(tensor_seed(seed, name))
     merge_flat = getattr(method, "merge_flat", None)
     if merge_flat is not None:
@@ -72,7 +89,8 @@ class TaskVectorMerger:
 
     def __init__(self, base: Mapping[str, torch.Tensor] | None, sources: Sequence[Mapping[str, torch.Tensor]],
                  method: MergeMethod, *, names: Sequence[str] | None = None, device: str | torch.device = "cpu",
-                 precompute_deltas: bool = False, seed_names: Mapping[str, str] | None = None):
+                 precompute_deltas: bool = False, keep_draws: bool = False,
+                 seed_names: Mapping[str, str] | None = None):
         if method.requires_base and base is None:
             raise ModelError(f"merge method {method.name!r} needs a base model", "pass the base state dict")
         self.method = method
@@ -98,6 +116,12 @@ class TaskVectorMerger:
         if precompute_deltas and self.takes_deltas:
             self.deltas = [{name: self._flat(src[name]) - self._flat(base[name]) for name in self.names}
                            for src in self.sources]
+        #: ``keep_draws`` for a method that replays them: each tensor's draws (one float32 per entry per
+        #: source), kept from the first candidate for the next ones of the same seed; else None.
+        self.draws: dict[str, torch.Tensor] | None = None
+        if keep_draws and getattr(method, "replays_draws", False):
+            self.draws = {}
+        self._draws_seed: int | None = None
 
     def _direct(self, tensor: torch.Tensor) -> torch.Tensor | None:
         """The flat float32 view of ``tensor`` when it can be used as is (float32, contiguous, on the
@@ -112,7 +136,19 @@ class TaskVectorMerger:
     def extra_bytes(self) -> int:
         """Memory the merger holds beyond the sources: kept task vectors and scratch buffers."""
         kept = sum(t.numel() * t.element_size() for d in self.deltas or [] for t in d.values())
+        kept += sum(t.numel() * t.element_size() for t in (self.draws or {}).values())
         return kept + self.work.nbytes()
+
+    def _kept_draws(self, name: str, numel: int, seed: int) -> KeptDraws | None:
+        if self.draws is None:
+            return None
+        if seed != self._draws_seed:
+            self.draws.clear()
+            self._draws_seed = seed
+        seed_name = self.seed_names.get(name, name)
+        if name not in self.draws:
+            self.draws[name] = draw_stream(seed, seed_name, numel, len(self.sources), self.device)
+        return KeptDraws(self.draws[name])
 
     def merge_into(self, out: Mapping[str, torch.Tensor], params_for: ParamsFor, *, seed: int = 0) -> None:
         """Write the merged value of every tensor into ``out[name]`` (any dtype and device), in place."""
@@ -129,17 +165,22 @@ class TaskVectorMerger:
             sources = []
             for i, src in enumerate(self.sources):
                 buffer = self.work.get(f"src{i}", numel)
+                tensor = src[name].detach()
                 if self.deltas is not None:
                     buffer.copy_(self.deltas[i][name])
+                elif self.takes_deltas and tensor.device == self.device and tensor.dtype in EXACT_IN_FLOAT32:
+                    # source - base in one pass, in float32 (the source widened exactly, as by a copy)
+                    torch.sub(tensor.reshape(-1), base, out=buffer)
                 else:
-                    buffer.copy_(src[name].detach().reshape(-1))
+                    buffer.copy_(tensor.reshape(-1))
                     if self.takes_deltas:
                         buffer.sub_(base)
                 sources.append(buffer)
             target = self._direct(out[name])  # a float32 candidate is written straight into
             result = merge_tensor(self.method, self.seed_names.get(name, name), base, sources, model_params,
                                   global_params, seed=seed, work=self.work, shape=shape,
-                                  out=target if target is not None else self.work.get("out", numel))
+                                  out=target if target is not None else self.work.get("out", numel),
+                                  draws=self._kept_draws(name, numel, seed))
             if target is None:
                 out[name].copy_(result.view(shape))
 

@@ -4,7 +4,8 @@ Every function takes a flat float32 ``delta`` (one task vector of one tensor), z
 drops, optionally rescales what is left so that its L1 norm equals the original's (mergekit's
 ``rescale``: factor ``sum|delta| / sum|kept|``, skipped when either is below 1e-7), and returns ``delta``.
 ``work`` is a ``Scratch`` whose buffers are reused from tensor to tensor so that a merge does not
-allocate per call. Random trimming draws from the ``torch.Generator`` it is given, so a seed fixes it.
+allocate per call. Random trimming draws from the ``torch.Generator`` it is given, so a seed fixes it (or
+replays draws kept from one: ``KeptDraws``).
 """
 
 from __future__ import annotations
@@ -52,6 +53,35 @@ class Scratch:
 
     def nbytes(self) -> int:
         return sum(b.numel() * b.element_size() for b in self._buffers.values())
+
+
+class KeptDraws:
+    """One tensor's uniform draws, drawn once and replayed in order: what ``uniform_`` reads instead of a
+    generator. A search merges every candidate with the same seed, and DARE's and DELLA's draws do not depend
+    on the densities (only which entries they keep does), so the draws can be kept instead of drawn again."""
+
+    def __init__(self, values: torch.Tensor):
+        self.values = values
+        self.position = 0
+
+    def next_(self, out: torch.Tensor) -> torch.Tensor:
+        n = out.numel()
+        out.copy_(self.take(n).view(out.shape))
+        return out
+
+    def take(self, n: int) -> torch.Tensor:
+        """The next ``n`` draws, as kept (read-only)."""
+        if self.position + n > self.values.numel():
+            raise RuntimeError(f"{n} draws asked for, {self.values.numel() - self.position} kept")
+        self.position += n
+        return self.values[self.position - n:self.position]
+
+
+def uniform_(out: torch.Tensor, generator: torch.Generator | KeptDraws) -> torch.Tensor:
+    """``out`` filled with the next uniform draws in [0, 1) of ``generator`` (or replayed from ``KeptDraws``)."""
+    if isinstance(generator, KeptDraws):
+        return generator.next_(out)
+    return torch.rand(out.shape, generator=generator, out=out, device=out.device)
 
 
 def _l1(delta: torch.Tensor, scratch: torch.Tensor | None) -> float:
@@ -134,7 +164,7 @@ def magnitude_(delta: torch.Tensor, density: float, *, rescale: bool = False, wo
     return _rescale_(delta, before, work.get("mag", n)) if rescale else delta
 
 
-def random_(delta: torch.Tensor, density: float, *, generator: torch.Generator, rescale: bool = True,
+def random_(delta: torch.Tensor, density: float, *, generator: torch.Generator | KeptDraws, rescale: bool = True,
             work: Scratch | None = None):
     """DARE trimming: keep each entry with probability ``density`` (then the L1 rescale, by default)."""
     if density >= 1:
@@ -143,10 +173,14 @@ def random_(delta: torch.Tensor, density: float, *, generator: torch.Generator, 
     n = delta.numel()
     scratch = work.get("rand", n)  # |delta| first, then the draws
     before = _l1(delta, scratch) if rescale else 0.0
-    draws = torch.rand(n, generator=generator, out=scratch, device=delta.device)
-    # draws < density as 1.0 / 0.0 in place, then one multiply: several times faster than a bool mask and
-    # masked_fill_ (a dropped negative entry becomes -0.0, which every later step treats as 0)
-    delta.mul_(draws.lt_(density))
+    # draws < density as 1.0 / 0.0 (in place, or straight from kept draws), then one multiply: several times
+    # faster than a bool mask and masked_fill_ (a dropped negative entry becomes -0.0, which every later step
+    # treats as 0)
+    if isinstance(generator, KeptDraws):
+        keep = torch.lt(generator.take(n), density, out=scratch)
+    else:
+        keep = torch.rand(n, generator=generator, out=scratch, device=delta.device).lt_(density)
+    delta.mul_(keep)
     return _rescale_(delta, before, scratch) if rescale else delta
 
 
@@ -183,7 +217,7 @@ def breadcrumbs_(delta: torch.Tensor, density: float, gamma: float = 0.01, *, re
 
 
 def della_(delta: torch.Tensor, density: float, epsilon: float, *, shape: tuple[int, ...],
-           generator: torch.Generator, rescale: bool = True, work: Scratch | None = None):
+           generator: torch.Generator | KeptDraws, rescale: bool = True, work: Scratch | None = None):
     """DELLA (MagPrune) trimming: keep an entry with probability growing linearly with its magnitude rank,
     from density - epsilon (smallest) to density + epsilon (largest). Ranks run along axis 1 of the
     tensor's shape (the whole tensor when it is 1-D), as mergekit ranks them."""
@@ -196,6 +230,6 @@ def della_(delta: torch.Tensor, density: float, epsilon: float, *, shape: tuple[
     size = full.shape[1]
     ranks = full.abs().argsort(dim=1).argsort(dim=1)  # 0 for the smallest along axis 1
     probs = ranks.to(torch.float32).div_(max(1, size - 1)).mul_(2 * epsilon).add_(density - epsilon)
-    draws = torch.rand(full.shape, generator=generator, device=delta.device)
+    draws = uniform_(torch.empty(full.shape, device=delta.device), generator)
     full.masked_fill_(draws >= probs, 0.0)
     return _rescale_(delta, before) if rescale else delta
