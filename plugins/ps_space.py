@@ -77,6 +77,15 @@ class ParameterSpace(MergeSpace):
                                         seed_names=self._seed_names())
         self._group_of = {name: self._group_index(self._candidate.layer_index(name)) for name in self._out}
 
+    def memory_note(self) -> str | None:
+        held = self._merger.option_bytes()
+        if not held:
+            return None
+        model = sum(t.numel() * t.element_size() for t in self._out.values())
+        parts = [f"{option} holds {size / 2**30:.2f} GiB ({size / model:.1f} model sizes)"
+                 for option, size in held.items()]
+        return "; ".join(parts) + " beyond the models, for speed (turn it off to save the memory)"
+
     def _seed_names(self) -> dict[str, str]:
         """Each merged tensor's full name (a causal LM's checkpoint name): random methods (DARE) seed from it,
         as ``evosuite merge`` does, so the exported recipe draws the same masks."""

@@ -475,6 +475,11 @@ class MergeSpace:
         keep it as loaded."""
         return None
 
+    def memory_note(self) -> str | None:
+        """One line for the run's log on memory the space holds beyond the models and one candidate, by an
+        option that trades it for speed (kept task vectors, kept random draws), with its size; None: none."""
+        return None
+
     @classmethod
     def loading_note(cls, recipe: Mapping[str, Any]) -> str | None:
         """Markdown for the model card when a merge exported from ``recipe`` needs more than a plain

@@ -94,6 +94,8 @@ def _execute(plan: Plan, store: RunStore, reporter: Reporter, *, save_model: boo
                 previous_space, previous_best = results[list(results)[-1]]
                 previous = (previous_space, previous_best.genome)
             space = stage_space(plan, k, models, base, carrier, previous)
+            if note := space.memory_note():
+                reporter.message(f"{stage.label}: {note}")
             evaluator.set_stage(k, [b.genome for _, b in results.values()], stage_scorer(plan, space, search_items))
             best, count, stage_stats = _search(stage, space, len(search_items), store, reporter, plan, evaluator,
                                                warm=k == 0)

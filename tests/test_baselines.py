@@ -276,3 +276,10 @@ def test_a_normalized_baseline_in_a_non_normalizing_space_divides_its_weights(mo
     assert genomes["equal-weight"][0] == [0.25, 0.25]
     assert any("divided by their sum 2" in note for note in genomes["equal-weight"][1])
     assert genomes["task-arithmetic"] == ([0.5, 0.5], [])  # the space's own method: exact, unscaled
+
+
+def test_the_run_log_states_the_memory_a_speed_option_holds(paths, tmp_path, register_plugin):
+    space = {"name": "ps", "options": {"keep_draws": True}}
+    _, reporter = run(paths, tmp_path, register_plugin, space=space, budget=1)
+    notes = [m for m in reporter.messages if "keep_draws holds" in m]
+    assert len(notes) == 1 and notes[0].startswith("ps: keep_draws holds") and "2.0 model sizes" in notes[0]

@@ -80,3 +80,14 @@ def test_dare_keeps_exactly_the_entries_whose_draw_is_below_the_density():
     draws = torch.rand(1000, generator=torch.Generator().manual_seed(7))
     assert torch.equal(kept != 0, (draws < 0.3) & (delta != 0))
     assert torch.equal(kept[draws < 0.3], delta[draws < 0.3])
+
+
+@pytest.mark.parametrize("dtype, sizes", [("float32", "2.0"), ("bfloat16", "4.0")])
+def test_the_speed_options_say_what_memory_they_hold(paths, dtype, sizes):
+    # 4 bytes a merged entry per source: 2 sources are 2 float32 models' worth, 4 bfloat16 models' worth
+    assert space_over(paths, dtype=dtype)[0].memory_note() is None
+    for option in ("precompute_deltas", "keep_draws"):
+        space, _ = space_over(paths, dtype=dtype, **{option: True})
+        floats = sum(t.numel() for t in space._out.values())
+        note = space.memory_note()
+        assert note.startswith(f"{option} holds {8 * floats / 2**30:.2f} GiB ({sizes} model sizes)"), note

@@ -133,6 +133,17 @@ class TaskVectorMerger:
     def _flat(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.detach().to(self.device, torch.float32).reshape(-1)
 
+    def option_bytes(self) -> dict[str, int]:
+        """What ``precompute_deltas`` and ``keep_draws`` hold (or will, once the first candidate has drawn):
+        4 bytes a merged entry per source each, whatever the models' dtype."""
+        entries = sum(int(torch.Size(shape).numel()) for shape in self.shapes.values()) * len(self.sources)
+        held = {}
+        if self.deltas is not None:
+            held["precompute_deltas"] = 4 * entries
+        if self.draws is not None:
+            held["keep_draws"] = 4 * entries
+        return held
+
     def extra_bytes(self) -> int:
         """Memory the merger holds beyond the sources: kept task vectors and scratch buffers."""
         kept = sum(t.numel() * t.element_size() for d in self.deltas or [] for t in d.values())
