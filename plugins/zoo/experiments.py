@@ -62,7 +62,7 @@ def _zoo(progress: Callable[[str], None] | None):
 class ZooExperiment(Experiment):
     task = ""
     #: Range of the searched merge weights in the PS stage.
-    weight_range = (0.0, 1.5)
+    weight_range = (0.0, 2.0)
     roles: tuple[tuple[str, str], ...] = ()  # (source name, role in the zoo's world); the last is the carrier
     budget = 48
 
@@ -97,11 +97,11 @@ class ZooLLMExperiment(ZooExperiment):
 
 class ZooClipExperiment(Experiment):
     name = "clip"
-    description = ("tiny zoo: two OpenCLIP experts of unequal strength fine-tuned on disjoint label subsets, "
+    description = ("tiny zoo: two OpenCLIP experts, fine-tuned hard and differently on disjoint label subsets, "
                    "task-arithmetic merge evolved per layer to classify their union (FusionBench's setting, CMA-ES)")
     budget = 64
-    #: The ps space's default range: the hand recipes' weights (0.5, 1) inside, with room beyond. The experts
-    #: differ in strength, so the best weights differ per expert (and per layer).
+    #: The ps space's default range: the hand recipes' weights (0.5, 1) inside, with room beyond. The experts'
+    #: task vectors are long and unequal, so the best weights are small and differ per expert and per layer.
     weight_range = (0.0, 2.0)
 
     def config(self, *, progress=None, space=None) -> dict[str, Any]:
