@@ -123,7 +123,8 @@ def test_classification_on_the_zoo(clip_zoo, models):
     table = clip_zoo["meta"]["table"]
     for name, result in results.items():
         assert result.score == pytest.approx(table[name]["union"], abs=1e-3)  # build-time scores agree
-        assert set(result.metrics) == {"accuracy", "accuracy_A", "accuracy_B"}
+        assert set(result.metrics) == {"accuracy", "accuracy_A", "accuracy_B", "accuracy_low", "accuracy_high"}
+        assert result.metrics["accuracy_low"] < result.score < result.metrics["accuracy_high"]
     assert results["base"].score > 1 / 24  # better than chance
     assert results["A"].metrics["accuracy_A"] > results["B"].metrics["accuracy_A"]
     assert results["B"].metrics["accuracy_B"] > results["A"].metrics["accuracy_B"]
@@ -137,6 +138,9 @@ def test_benchmark_scores_known_predictions(clip_zoo):
              {"id": 2, "label": "blue square", "subset": "A"}, {"id": 3, "label": "orange star", "subset": "B"}]
     result = bench.score(items, ["red circle", "pink star", "green square", "orange circle"], split="test")
     assert result.score == 0.5 and result.metrics["accuracy_A"] == 0.5 and result.metrics["accuracy_B"] == 0.5
+    # Wilson, 2 of 4, z = 1.96: centre 0.5, half-width sqrt(0.0625 + 1.96^2 / 64) = 0.3500
+    assert result.metrics["accuracy_low"] == pytest.approx(0.1500, abs=1e-3)
+    assert result.metrics["accuracy_high"] == pytest.approx(0.8500, abs=1e-3)
     assert [r["correct"] for r in result.items] == [True, True, False, False]
     assert bench.item_scores(items, ["red circle", "x", "blue square", "y"]) == [1.0, 0.0, 1.0, 0.0]
 

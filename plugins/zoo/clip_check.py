@@ -4,9 +4,10 @@ On its own ``check`` split (never the search or test split) the builder scores t
 hand recipes (equal-weight average, task arithmetic (1, 1)) and a small grid of uniform task-arithmetic
 weights: the merge a person finds by trying a few weights. The zoo passes (``ok``) when the best of those
 merges beats each expert by ``MERGE_MARGIN``: it knows both label subsets, each expert one. Whether it also
-beats the symmetric hand recipes by ``HAND_MARGIN`` (``hand_recipes_off_optimum``: the experts differ in
-strength, so the best weights should be unequal) is recorded beside it, not required: on 480 check images
-that margin is often inside the noise. Both go into ``zoo.json`` (``checks``) and the build log.
+beats the hand recipes by ``HAND_MARGIN`` (``hand_recipes_off_optimum``: the experts' task vectors are long
+and their halves unequally hard, so the best weights are small and uneven) is recorded beside it, not
+required: on 480 check images that margin is often inside the noise, and a per-layer search finds more than
+a uniform grid. Both go into ``zoo.json`` (``checks``) and the build log.
 """
 
 from __future__ import annotations

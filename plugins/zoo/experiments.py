@@ -97,11 +97,11 @@ class ZooLLMExperiment(ZooExperiment):
 
 class ZooClipExperiment(Experiment):
     name = "clip"
-    description = ("tiny zoo: two OpenCLIP experts, fine-tuned hard and differently on disjoint label subsets, "
-                   "task-arithmetic merge evolved per layer to classify their union (FusionBench's setting, CMA-ES)")
+    description = ("tiny zoo: two OpenCLIP experts fine-tuned hard on disjoint label subsets, task-arithmetic "
+                   "merge evolved per layer to classify their union (FusionBench's setting, searched by CMA-ES)")
     budget = 64
     #: The ps space's default range: the hand recipes' weights (0.5, 1) inside, with room beyond. The experts'
-    #: task vectors are long and unequal, so the best weights are small and differ per expert and per layer.
+    #: task vectors are long, so the best weights are small, and differ per expert and per layer.
     weight_range = (0.0, 2.0)
 
     def config(self, *, progress=None, space=None) -> dict[str, Any]:
