@@ -123,7 +123,8 @@ def test_classification_on_the_zoo(clip_zoo, models):
     table = clip_zoo["meta"]["table"]
     for name, result in results.items():
         assert result.score == pytest.approx(table[name]["union"], abs=1e-3)  # build-time scores agree
-        assert set(result.metrics) == {"accuracy", "accuracy_A", "accuracy_B"}
+        assert set(result.metrics) == {"accuracy", "accuracy_A", "accuracy_B", "accuracy_low", "accuracy_high"}
+        assert result.metrics["accuracy_low"] < result.score < result.metrics["accuracy_high"]
     assert results["base"].score > 1 / 24  # better than chance
     assert results["A"].metrics["accuracy_A"] > results["B"].metrics["accuracy_A"]
     assert results["B"].metrics["accuracy_B"] > results["A"].metrics["accuracy_B"]
@@ -137,6 +138,9 @@ def test_benchmark_scores_known_predictions(clip_zoo):
              {"id": 2, "label": "blue square", "subset": "A"}, {"id": 3, "label": "orange star", "subset": "B"}]
     result = bench.score(items, ["red circle", "pink star", "green square", "orange circle"], split="test")
     assert result.score == 0.5 and result.metrics["accuracy_A"] == 0.5 and result.metrics["accuracy_B"] == 0.5
+    # Wilson, 2 of 4, z = 1.96: centre 0.5, half-width sqrt(0.0625 + 1.96^2 / 64) = 0.3500
+    assert result.metrics["accuracy_low"] == pytest.approx(0.1500, abs=1e-3)
+    assert result.metrics["accuracy_high"] == pytest.approx(0.8500, abs=1e-3)
     assert [r["correct"] for r in result.items] == [True, True, False, False]
     assert bench.item_scores(items, ["red circle", "x", "blue square", "y"]) == [1.0, 0.0, 1.0, 0.0]
 
@@ -226,3 +230,48 @@ def test_pixel_memo_forgets_collected_images(models):
     del image
     gc.collect()
     assert not model._memo.entries and model._memo.bytes == 0
+
+
+def _check_scores(best: tuple[str, float], *, a: float, b: float, average: float, ta11: float) -> dict[str, float]:
+    """Union accuracies for the builder's self-check: every grid merge at 0.30 except ``best``."""
+    from evosuite.plugins.zoo import clip_check
+
+    scores = {name: 0.30 for name in clip_check.grid()}
+    scores.update({"A": a, "B": b, "average (0.5, 0.5)": average, "task arithmetic (1, 1)": ta11, best[0]: best[1]})
+    return scores
+
+
+def test_self_check_passes_a_zoo_whose_uneven_merge_beats_experts_and_hand_recipes():
+    from evosuite.plugins.zoo import clip_check
+
+    grid = clip_check.grid()
+    assert len(grid) == 16 and len(set(grid.values())) == 16  # 4 x 4 weights, the hand recipes once each
+    assert grid["average (0.5, 0.5)"] == (0.5, 0.5) and grid["task arithmetic (0.25, 0.5)"] == (0.25, 0.5)
+    checks = clip_check.verdict(_check_scores(("task arithmetic (0.25, 0.5)", 0.76), a=0.45, b=0.62, average=0.70,
+                                              ta11=0.40))
+    # By hand: 0.76 - max(0.45, 0.62) = 0.14 >= 0.10; 0.76 - max(0.70, 0.40) = 0.06 >= 0.03.
+    assert checks["best_simple_merge"] == "task arithmetic (0.25, 0.5)"
+    assert checks["merge_over_experts"] == pytest.approx(0.14)
+    assert checks["merge_over_hand_recipes"] == pytest.approx(0.06)
+    assert checks["ok"] and checks["hand_recipes_off_optimum"]
+    assert "WARNING" not in clip_check.describe(checks)
+
+
+def test_self_check_flags_a_zoo_whose_merge_barely_beats_an_expert():
+    from evosuite.plugins.zoo import clip_check
+
+    # The best merge is the equal-weight average, 0.05 above expert B: below both margins.
+    checks = clip_check.verdict(_check_scores(("average (0.5, 0.5)", 0.67), a=0.45, b=0.62, average=0.67, ta11=0.40))
+    assert checks["best_simple_merge"] == "average (0.5, 0.5)"
+    assert checks["merge_over_experts"] == pytest.approx(0.05) and checks["merge_over_hand_recipes"] == 0
+    assert not checks["ok"] and not checks["hand_recipes_off_optimum"]
+    assert "WARNING: less than 0.10 over an expert" in clip_check.describe(checks)
+
+
+def test_zoo_records_its_self_check_on_its_own_split(clip_zoo):
+    meta = clip_zoo["meta"]
+    checks = meta["checks"]
+    assert checks["split"] == "check" and meta["tasks"]["zoo-clip-union"]["check"].endswith("check.parquet")
+    assert get("benchmarks", "zoo-clip-union").splits == ("search", "test")  # never scored by a run
+    assert {"best_simple_merge", "merge_over_experts", "merge_over_hand_recipes", "ok"} <= set(checks)
+    assert checks["ok"] == (checks["merge_over_experts"] >= 0.10)

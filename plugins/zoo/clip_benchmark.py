@@ -1,6 +1,7 @@
 """``zoo-clip-union``: the CLIP zoo's target task. Zero-shot classification of held-out coloured-shape images
 over the union of the two experts' label subsets (24 classes, prompt ``"a red circle"``), scored with the
-same code path as the generic ``image-classification`` benchmark; accuracy per subset is reported beside it.
+same code path as the generic ``image-classification`` benchmark; accuracy per subset and the accuracy's 95%
+(Wilson) interval are reported beside it.
 """
 
 from __future__ import annotations
@@ -47,7 +48,10 @@ class ZooClipUnion(ImageClassificationBase):
         return [{"id": r["id"], "image": r["image"], "label": r["label"], "subset": r["subset"]} for r in rows]
 
     def group_metrics(self, items, scores):
-        out = {}
+        from evosuite.benchmarks.mgsm_ja import wilson_interval
+
+        # The accuracy's 95% interval (Wilson), shown beside every score of the final table.
+        out = dict(zip(("accuracy_low", "accuracy_high"), wilson_interval(round(sum(scores)), len(scores))))
         for subset in sorted({item["subset"] for item in items}):
             chosen = [s for item, s in zip(items, scores) if item["subset"] == subset]
             out[f"accuracy_{subset}"] = sum(chosen) / len(chosen)

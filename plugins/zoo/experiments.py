@@ -102,9 +102,12 @@ class ZooLLMExperiment(ZooExperiment):
 
 class ZooClipExperiment(Experiment):
     name = "clip"
-    description = ("tiny zoo: two OpenCLIP experts fine-tuned on disjoint label subsets, task-arithmetic merge "
-                   "evolved to classify their union (FusionBench's setting, searched by CMA-ES)")
+    description = ("tiny zoo: two OpenCLIP experts fine-tuned hard on disjoint label subsets, task-arithmetic "
+                   "merge evolved per layer to classify their union (FusionBench's setting, searched by CMA-ES)")
     budget = 64
+    #: The ps space's default range: the hand recipes' weights (0.5, 1) inside, with room beyond. The experts'
+    #: task vectors are long, so the best weights are small, and differ per expert and per layer.
+    weight_range = (0.0, 2.0)
 
     def config(self, *, progress=None, space=None) -> dict[str, Any]:
         import os
@@ -126,7 +129,7 @@ class ZooClipExperiment(Experiment):
             "carrier": "expert-a",
             "benchmark": {"name": "zoo-clip-union", "options": {"data_dir": str(root)}},
             "space": {"name": "ps", "options": {"method": "task_arithmetic", "granularity": "layer",
-                                                "ranges": {"weight": [0.0, 1.0]}}},
+                                                "ranges": {"weight": list(self.weight_range)}}},
             "optimizer": {"name": "cmaes", "options": {}},
             "budget": self.budget,
             "seed": 0,
