@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
 import shutil
 import statistics
@@ -57,7 +56,7 @@ PREVIOUS_DEFAULT = ["warm_start=false", "baselines=[]"]
 def apply_overrides(data: dict[str, Any], pairs: Iterable[str]) -> dict[str, Any]:
     """A copy of the run configuration ``data`` with ``KEY=VALUE`` (a top-level key) and ``STAGE.KEY=VALUE``
     (a stage's merge-space option, as ``evosuite run -S``) applied; values are parsed as the CLI parses them."""
-    from evosuite.commands.run import _parse_value
+    from evosuite.commands.run import parse_value
     from evosuite.config import DEFAULT_SPACE
     from evosuite.errors import ConfigError
     from evosuite.pipeline import set_stage_option
@@ -71,9 +70,9 @@ def apply_overrides(data: dict[str, Any], pairs: Iterable[str]) -> dict[str, Any
                               "write e.g. warm_start=false or ps.ranges={weight: [0, 1]}")
         stage, dot, key = target.partition(".")
         if dot:
-            data["space"] = set_stage_option(data.get("space") or DEFAULT_SPACE, stage, key, _parse_value(text))
+            data["space"] = set_stage_option(data.get("space") or DEFAULT_SPACE, stage, key, parse_value(text))
         else:
-            data[target] = _parse_value(text)
+            data[target] = parse_value(text)
     return data
 
 
@@ -88,21 +87,13 @@ class Checkpoint:
     seconds: float  # search time logged up to here
 
 
-def _evaluation(record: dict[str, Any]):
-    from evosuite.evolver import _RECORD_KEYS, Evaluation
-
-    failed = record["error"] is not None
-    return Evaluation(record["stage"], record["generation"], record["index"], list(record["genome"]),
-                      -math.inf if failed else float(record["fitness"]), record["seconds"], record["error"],
-                      replayed=True, extra={k: v for k, v in record.items() if k not in _RECORD_KEYS})
-
-
 def checkpoints(records: Sequence[dict[str, Any]], counts: Iterable[int], fitness: Any,
                 total_items: int) -> list[Checkpoint]:
     """The best-so-far genome after each of ``counts`` evaluations of the log ``records`` (in log order), as the
     evolver would return it had the run stopped there: per stage, the highest fitness (the first on ties), or
     with active cheaper ``fitness`` settings the schedule's elite when it has one. ``total_items``: the
     search items a full evaluation scores. A count past the log's end is left out."""
+    from evosuite.evolver import Evaluation
     from evosuite.fitness import Schedule, parse_fitness
 
     settings = parse_fitness(fitness)
@@ -110,7 +101,7 @@ def checkpoints(records: Sequence[dict[str, Any]], counts: Iterable[int], fitnes
     out: list[Checkpoint] = []
     stage, best, schedule, items, seconds = None, None, None, 0, 0.0
     for n, record in enumerate(records, start=1):
-        evaluation = _evaluation(record)
+        evaluation = Evaluation.from_record(record)
         if evaluation.stage != stage:  # a new stage: a new search, with its own best and schedule
             stage, best = evaluation.stage, None
             schedule = Schedule(settings, total_items) if settings.active else None

@@ -44,6 +44,16 @@ class Evaluation:
                 "fitness": None if self.failed else self.fitness, "seconds": round(self.seconds, 4),
                 "error": self.error, **self.extra}
 
+    @classmethod
+    def from_record(cls, record: dict[str, Any], genome: list[float] | None = None) -> Evaluation:
+        """The evaluation a log ``record`` holds (``record()``'s inverse), replayed; a failure's fitness is -inf.
+        ``genome``: the genome to carry instead of the logged one (the optimizer's own, equal to it)."""
+        failed = record["error"] is not None
+        return cls(record["stage"], record["generation"], record["index"],
+                   list(record["genome"]) if genome is None else genome,
+                   -math.inf if failed else record["fitness"], record["seconds"], record["error"], replayed=True,
+                   extra={k: v for k, v in record.items() if k not in _RECORD_KEYS})
+
 
 class EvolutionEvents:
     """What the evolver reports; the terminal UI implements these. All are optional no-ops here."""
@@ -155,9 +165,7 @@ class Evolver:
                     "resume with the same configuration and evosuite version, or start a new run directory",
                 )
             if record is not None and record["error"] is None:
-                extra = {k: v for k, v in record.items() if k not in _RECORD_KEYS}
-                ready[index] = Evaluation(self.stage, generation, index, genome, record["fitness"],
-                                          record["seconds"], None, replayed=True, extra=extra)
+                ready[index] = Evaluation.from_record(record, genome)
             # A logged failure is tried again: its cause (memory, a bug) may have been fixed since.
             elif (hit := self._cache.get(_cache_key(genome, context))) is not None:
                 ready[index] = Evaluation(self.stage, generation, index, genome, hit.fitness, 0.0, None,

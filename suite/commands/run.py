@@ -55,11 +55,11 @@ def _parse_stage_options(pairs, space_flags) -> list[tuple[str, str, object]]:
         stage, dot, key = target.partition(".")
         if not sep or not dot or not stage.strip() or not key.strip():
             raise ConfigError(f"-S {pair!r} is not STAGE.KEY=VALUE", "write e.g. -S dfs.scales=off")
-        parsed.append((stage.strip(), key.strip(), _parse_value(value)))
+        parsed.append((stage.strip(), key.strip(), parse_value(value)))
     return parsed + list(space_flags)
 
 
-def _parse_value(text: str):
+def parse_value(text: str):
     """``text`` parsed as YAML, except that only true/false are flags: YAML 1.1 reads off, on, yes and no as
     booleans, but ``-S dfs.scales=off`` means the string."""
     try:
