@@ -41,10 +41,15 @@ def tensor_seed(seed: int, name: str) -> int:
     return (int(seed) * 1_000_003 + zlib.crc32(name.encode())) % (2**63 - 1)
 
 
+def tensor_generator(seed: int, name: str, device: str | torch.device) -> torch.Generator:
+    """The seeded generator of tensor ``name``'s random draws (one stream, whether drawn now or kept)."""
+    return torch.Generator(device=device).manual_seed(tensor_seed(seed, name))
+
+
 def draw_stream(seed: int, name: str, numel: int, sources: int, device: str | torch.device) -> torch.Tensor:
     """The uniform draws the generator ``merge_tensor`` gives tensor ``name`` yields to DARE or DELLA: ``numel``
     per source at most, drawn ``numel`` at a time as they draw them (on a GPU the values depend on that)."""
-    generator = torch.Generator(device=device).manual_seed(tensor_seed(seed, name))
+    generator = tensor_generator(seed, name, device)
     values = torch.empty(sources * numel, device=device)
     for i in range(sources):
         torch.rand(numel, generator=generator, out=values[i * numel:(i + 1) * numel])
@@ -64,7 +69,7 @@ def merge_tensor(method: MergeMethod, name: str, base: torch.Tensor | None, sour
     """
     generator = draws
     if method.random and generator is None:
-        generator = torch.Generator(device=out.device).manual_seed(tensor_seed(seed, name))
+        generator = tensor_generator(seed, name, out.device)
     merge_flat = getattr(method, "merge_flat", None)
     if merge_flat is not None:
         merge_flat(sources, base, model_params, global_params, generator=generator, out=out, work=work,
