@@ -17,7 +17,8 @@ from evosuite.api import Experiment
 from evosuite.pipeline import stage_names
 
 #: Options of each merge space on the zoo. PS: TIES with DARE, one density and one weight per source (the
-#: paper's best PS setting). DFS: the paper's layout (r = 3) with one scale per hop, on a small budget.
+#: paper's best PS setting; perf/ measures it, the default experiments search ``PER_LAYER_TASK_ARITHMETIC``).
+#: DFS: the paper's layout (r = 3) with one scale per hop, on a small budget.
 SPACE_OPTIONS = {
     "ps": {"method": "dare_ties", "granularity": "global", "ranges": {"density": [0.1, 1.0], "weight": [0.0, 1.5]}},
     "dfs": {"repeats": 3, "scales": "hop"},
