@@ -132,7 +132,7 @@ class ZooClipExperiment(Experiment):
             "carrier": "expert-a",
             "benchmark": {"name": "zoo-clip-union", "options": {"data_dir": str(root)}},
             # The experts' task vectors are long, so the best weights are small, and differ per expert and layer.
-            "space": {"name": "ps", "options": dict(PER_LAYER_TASK_ARITHMETIC)},
+            "space": space_spec("ps", ps=PER_LAYER_TASK_ARITHMETIC),
             "optimizer": {"name": "cmaes", "options": {}},
             "budget": self.budget,
             "seed": 0,
