@@ -1,19 +1,24 @@
 """P2: candidates evaluated per hour, evosuite's in-memory merging against a merge-to-disk-then-reload loop.
 
     python perf/evolution_speed.py [--quick] [--size tiny,134m] [--candidates N] [--zoo DIR]
-                                   [--no-fitness-demo] [--keep-draws] [--json FILE]
+                                   [--no-fitness-demo] [--no-keep-draws] [--json FILE]
 
 The loops score the same seeded genomes of the same PS space (DARE-TIES, one density and weight per
 source) on the same benchmark items, interleaved candidate by candidate:
 
-* in-memory: ``space.candidate(genome)`` rewrites one resident model, then the benchmark runs on it;
+* in-memory: ``space.candidate(genome)`` rewrites one resident model, then the benchmark runs on it; twice,
+  side by side: with the ``ps`` defaults, and with ``keep_draws: true`` (DARE's random draws kept from the
+  first candidate and replayed: the same masks, 4 bytes a parameter per source; a search keeps state from
+  candidate to candidate, which a loop of merge programs cannot);
 * disk: a merge program (a fresh Python process: evosuite loads the sources, merges the genome and writes
   safetensors, config and tokenizer, as ``mergekit-yaml`` would) then this process loads the result with
   ``load_model`` and scores it: the loop of tools that merge with one program and evaluate with another;
 * in-process disk round trip (shown, not judged): the candidate written by this process and loaded back,
   without the merge program's start-up and loading.
 
-Their predictions must be identical (checked). Sizes (``--size``, comma-separated): ``tiny`` is the tiny
+Their predictions must be identical (checked). The target is judged on the faster in-memory setting (kept
+draws: a memory-for-speed option whose cost the run's log states); the defaults' ratio is reported beside
+it. ``--no-keep-draws`` skips the kept-draws loop (at 1b its draws take 8.8 GB). Sizes (``--size``, comma-separated): ``tiny`` is the tiny
 zoo (``--zoo DIR`` names a built one, else the test variant is built or reused) on zoo-ja-vqa's 300
 search items; ``134m`` and ``1b`` are the synthetic families of ``perf/synthetic.py`` (float32, 1b in
 bfloat16; built in a temp dir and removed) on a toy task of 24 prompts x 8 new tokens. The target is
@@ -123,7 +128,9 @@ def merge_program(paths, names, base_name, options, genome, out: Path, dtype: st
 
 
 def measure_loops(paths, names, base_name, benchmark, options, candidates: int, seed: int = 0,
-                  dtype: str = "float32", keep_draws: bool = False):
+                  dtype: str = "float32", keep_draws: bool = True) -> dict:
+    """Median seconds per candidate of each loop (``memory``, ``kept`` (None without ``keep_draws``), ``disk``,
+    ``round_trip``; ``merge`` and ``kept_merge``: the in-memory merges alone), ``same`` and ``items``."""
     import numpy as np
 
     from evosuite.models import load_model
@@ -131,13 +138,24 @@ def measure_loops(paths, names, base_name, benchmark, options, candidates: int, 
 
     models = [load_model(str(paths[n]), dtype=dtype) for n in names]
     base = load_model(str(paths[base_name]), dtype=dtype)
-    # keep_draws: the in-memory search keeps DARE's draws (the merge program merges once: nothing to keep)
-    space = get("spaces", "ps")(models, names, base, models[-1], seed=seed, **options,
-                                **({"keep_draws": True} if keep_draws else {}))
+    space = get("spaces", "ps")(models, names, base, models[-1], seed=seed, **options)
+    # the same sources, a second resident candidate that keeps DARE's draws (the merge program merges once:
+    # nothing to keep)
+    kept_space = (get("spaces", "ps")(models, names, base, models[-1], seed=seed, **options, keep_draws=True)
+                  if keep_draws else None)
     items = benchmark.items(benchmark.search_split)
     rng = np.random.RandomState(seed)
     genomes = [list(map(float, rng.rand(space.dimension))) for _ in range(candidates)]
-    memory, merging, disk, round_trip, same = [], [], [], [], True
+    memory, merging, kept, kept_merging, disk, round_trip, same = [], [], [], [], [], [], True
+
+    def in_memory(with_space, total, merge_only):
+        start = time.perf_counter()
+        candidate = with_space.candidate(genome)
+        merge_only.append(time.perf_counter() - start)
+        predictions = benchmark.predict(candidate, items)
+        score = benchmark.score(items, predictions, split=benchmark.search_split).score
+        total.append(time.perf_counter() - start)
+        return predictions, score
     tmp = Path(tempfile.mkdtemp(prefix="evosuite-p2-"))
 
     def reload_and_score(out):
@@ -150,12 +168,10 @@ def measure_loops(paths, names, base_name, benchmark, options, candidates: int, 
 
     try:
         for k, genome in enumerate(genomes):
-            start = time.perf_counter()
-            candidate = space.candidate(genome)
-            merging.append(time.perf_counter() - start)
-            a = benchmark.predict(candidate, items)
-            score_a = benchmark.score(items, a, split=benchmark.search_split).score
-            memory.append(time.perf_counter() - start)
+            a, score_a = in_memory(space, memory, merging)
+            if kept_space is not None:
+                d, score_d = in_memory(kept_space, kept, kept_merging)
+                same = same and d == a and score_d == score_a
 
             start = time.perf_counter()
             merge_program(paths, names, base_name, options, genome, tmp / f"program-{k}", dtype, seed)
@@ -169,8 +185,10 @@ def measure_loops(paths, names, base_name, benchmark, options, candidates: int, 
             same = same and a == b == c and score_a == score_b == score_c
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return (statistics.median(memory), statistics.median(disk), statistics.median(round_trip), same,
-            len(items), statistics.median(merging))
+    median = statistics.median
+    return {"memory": median(memory), "merge": median(merging), "kept": median(kept) if kept else None,
+            "kept_merge": median(kept_merging) if kept else None, "disk": median(disk),
+            "round_trip": median(round_trip), "same": same, "items": len(items)}
 
 
 def fitness_demo(root: Path, budget: int):
@@ -214,9 +232,9 @@ def main() -> None:
     ap.add_argument("--zoo", default=None, help="a built zoo directory (default: build or reuse the test zoo)")
     ap.add_argument("--budget", type=int, default=48, help="evaluations of each cheaper-fitness demo run")
     ap.add_argument("--no-fitness-demo", action="store_true", help="skip the cheaper-fitness runs")
-    ap.add_argument("--keep-draws", action="store_true", help="the in-memory loop's space keeps DARE's random "
-                                                              "draws (ps option keep_draws: 4 bytes a parameter "
-                                                              "per source)")
+    ap.add_argument("--no-keep-draws", action="store_true", help="skip the in-memory loop that keeps DARE's "
+                                                                 "random draws (ps option keep_draws: 4 bytes a "
+                                                                 "parameter per source)")
     ap.add_argument("--json", default=None, help="write [{name, value, target, met}] here")
     args = ap.parse_args()
     import torch
@@ -243,29 +261,38 @@ def main() -> None:
                 paths, names, base, bench, options = family_setup(tmp, size)
                 label = f"{size} synthetic family ({parameter_count(size) / 1e6:.0f}M parameters, " \
                         f"{SIZE_DTYPE[size]}), toy task"
-            mem, disk, trip, same, items, merge = measure_loops(paths, names, base, bench, options, n,
-                                                         dtype=SIZE_DTYPE.get(size, "float32"),
-                                                         keep_draws=args.keep_draws)
+            loops = measure_loops(paths, names, base, bench, options, n, dtype=SIZE_DTYPE.get(size, "float32"),
+                                  keep_draws=not args.no_keep_draws)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        labels.append(f"{label}: {items} items, {n} candidates" + (", keep_draws" if args.keep_draws else ""))
+        mem, kept, disk, trip = loops["memory"], loops["kept"], loops["disk"], loops["round_trip"]
+        labels.append(f"{label}: {loops['items']} items, {n} candidates")
         if size == "tiny":
             disk_tiny = disk
-        same_all = same_all and same
-        ratio = disk / mem
+        same_all = same_all and loops["same"]
         judged = size == sizes[-1]
+        # the target is judged on the kept-draws loop when it ran; the defaults' ratio is shown beside it
+        judged_loop, judged_name = (kept, "keep_draws") if kept is not None else (mem, "defaults")
+        ratio = disk / judged_loop
         verdict = ("yes" if ratio >= TARGET else f"NO (short by {TARGET / ratio:.1f}x)") if judged else "reported"
-        rows += [(f"[{size}] in-memory merge + eval", f"{mem:.3f} s", f"{3600 / mem:,.0f}/h", "", "", ""),
-                 (f"[{size}]   of which the merge", f"{merge:.3f} s", "", "", "", ""),
-                 (f"[{size}] merge program, reload, eval", f"{disk:.3f} s", f"{3600 / disk:,.0f}/h", "", "", ""),
+        rows += [(f"[{size}] in-memory merge + eval (defaults)", f"{mem:.3f} s", f"{3600 / mem:,.0f}/h",
+                  f"{disk / mem:.2f}x", "", "")]
+        rows += [(f"[{size}]   of which the merge", f"{loops['merge']:.3f} s", "", "", "", "")]
+        if kept is not None:
+            rows += [(f"[{size}] in-memory, keep_draws", f"{kept:.3f} s", f"{3600 / kept:,.0f}/h",
+                      f"{disk / kept:.2f}x", "", ""),
+                     (f"[{size}]   of which the merge", f"{loops['kept_merge']:.3f} s", "", "", "", "")]
+        rows += [(f"[{size}] merge program, reload, eval", f"{disk:.3f} s", f"{3600 / disk:,.0f}/h", "", "", ""),
                  (f"[{size}] in-process write, reload, eval", f"{trip:.3f} s", f"{3600 / trip:,.0f}/h",
-                  f"{trip / mem:.2f}x", "", ""),
-                 (f"[{size}] ratio (in-memory / merge program)", "", "", f"{ratio:.2f}x",
+                  f"{disk / trip:.2f}x", "", ""),
+                 (f"[{size}] judged: {judged_name} vs merge program", "", "", f"{ratio:.2f}x",
                   f">= {TARGET}x" if judged else "", verdict)]
         results.append({"name": f"p2_candidates_per_hour_ratio_in_memory_vs_disk_{size}", "value": round(ratio, 3),
                         "target": TARGET if judged else None, "met": ratio >= TARGET if judged else True})
-        results.append({"name": f"p2_ratio_in_memory_vs_in_process_round_trip_{size}", "value": round(trip / mem, 3),
+        results.append({"name": f"p2_ratio_in_memory_defaults_vs_disk_{size}", "value": round(disk / mem, 3),
                         "target": None, "met": True})
+        results.append({"name": f"p2_ratio_in_memory_vs_in_process_round_trip_{size}",
+                        "value": round(trip / judged_loop, 3), "target": None, "met": True})
     results.append({"name": "p2_same_predictions", "value": bool(same_all), "target": True, "met": bool(same_all)})
     same = same_all
     label = "; ".join(labels)
@@ -300,7 +327,7 @@ def main() -> None:
                      "target": TARGET, "met": cheap_ratio >= TARGET}]
     print(f"P2 evolution speed: {label} (median s per candidate), {torch.get_num_threads()} thread")
     widths = [46, 10, 12, 28, 10, 22]
-    head = ("loop", "s/cand", "cand/hour", "ratio", "target", "met")
+    head = ("loop", "s/cand", "cand/hour", "x merge program", "target", "met")
     print("  ".join(h.ljust(w) for h, w in zip(head, widths)))
     for row in rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))

@@ -157,6 +157,10 @@ class Evolver:
         context = self.schedule.context(generation) if self.schedule is not None else None
         ready: dict[int, Evaluation] = {}
         pending = []
+        #: A genome asked twice in this generation (a warm start's baselines that land on one genome) is
+        #: scored once: its twins take the first one's result when it comes.
+        first_of: dict[tuple, int] = {}
+        twins: dict[int, list[int]] = {}
         for index, genome in enumerate(genomes[:take]):
             record = logged.get((generation, index))
             if record is not None and not _same_genome(record["genome"], genome):
@@ -168,10 +172,11 @@ class Evolver:
                 ready[index] = Evaluation.from_record(record, genome)
             # A logged failure is tried again: its cause (memory, a bug) may have been fixed since.
             elif (hit := self._cache.get(_cache_key(genome, context))) is not None:
-                ready[index] = Evaluation(self.stage, generation, index, genome, hit.fitness, 0.0, None,
-                                          extra={**{k: v for k, v in hit.extra.items() if k != "baseline"},
-                                                 "cached": True})
+                ready[index] = self._reused(hit, generation, index, genome)
+            elif (first := first_of.get(_cache_key(genome, context))) is not None:
+                twins.setdefault(first, []).append(index)
             else:
+                first_of[_cache_key(genome, context)] = index
                 pending.append(index)
         self._count = count
         state = {"flushed": 0, "take": take, "ready": ready, "context": context, "labels": labels}
@@ -184,8 +189,17 @@ class Evolver:
         for outcome in self.evaluator.run(tasks, self.events.item_progress, started):
             _, index = outcome.key
             ready[index] = self._evaluation(generation, index, genomes[index], outcome)
+            for twin in twins.get(index, []):
+                ready[twin] = self._reused(ready[index], generation, twin, genomes[twin])
             self._flush(state)
         return ready
+
+    def _reused(self, hit: Evaluation, generation: int, index: int, genome: list[float]) -> Evaluation:
+        """The evaluation of ``genome``, equal to the already scored ``hit``'s: its result, no time, marked
+        ``cached`` (a failure is copied too: the same genome fails the same way)."""
+        extra = {k: v for k, v in hit.extra.items() if k != "baseline"}  # the twin's own label is set on flush
+        return Evaluation(self.stage, generation, index, genome, hit.fitness, 0.0, hit.error,
+                          extra={**extra, "cached": True})
 
     def _flush(self, state: dict[str, Any]) -> None:
         """Log and report, in ask order, every evaluation of the generation whose predecessors are done."""

@@ -171,6 +171,35 @@ def test_identical_genomes_reuse_the_logged_score(tmp_path):
     assert math.isclose(records[5]["fitness"], 0.7)
 
 
+def test_a_genome_asked_twice_in_one_generation_is_scored_once(tmp_path):
+    calls = []
+
+    def evaluate(genome, progress):
+        calls.append(genome)
+        if genome[0] < 0:
+            raise RuntimeError("out of memory")
+        return sum(genome)
+
+    class Twins:  # one generation: a genome, another, the first again, a failing one and its twin
+        popsize = 5
+
+        def ask(self):
+            return [[0.1, 0.2], [0.3, 0.4], [0.1, 0.2], [-1.0, 0.0], [-1.0, 0.0]]
+
+        def tell(self, genomes, fitnesses):
+            pass
+
+    store = RunStore(tmp_path / "run").create({})
+    Evolver(stage="ps", optimizer=Twins(), evaluate=evaluate, store=store, budget=5,
+            max_consecutive_failures=99).run()
+    assert calls == [[0.1, 0.2], [0.3, 0.4], [-1.0, 0.0]]  # each distinct genome once
+    records = store.evaluations()
+    assert [r["index"] for r in records] == [0, 1, 2, 3, 4]  # every asked genome is logged, in ask order
+    assert [r.get("cached", False) for r in records] == [False, False, True, False, True]
+    assert math.isclose(records[2]["fitness"], 0.3) and records[2]["seconds"] == 0
+    assert records[3]["error"] == records[4]["error"] and "out of memory" in records[4]["error"]
+
+
 def test_zoo_math_item_scores_average_to_the_headline():
     from evosuite.plugins.zoo.benchmarks import ZooJapaneseMath
 
