@@ -16,11 +16,11 @@ source) on the same benchmark items, interleaved candidate by candidate:
 * in-process disk round trip (shown, not judged): the candidate written by this process and loaded back,
   without the merge program's start-up and loading.
 
-Their predictions must be identical (checked). The target is judged on the faster in-memory setting (kept
-draws: a memory-for-speed option whose cost the run's log states); the defaults' ratio is reported beside
-it. ``--no-keep-draws`` skips the kept-draws loop (at 1b its draws take 8.8 GB). Sizes (``--size``, comma-separated): ``tiny`` is the tiny
-zoo (``--zoo DIR`` names a built one, else the test variant is built or reused) on zoo-ja-vqa's 300
-search items; ``134m`` and ``1b`` are the synthetic families of ``perf/synthetic.py`` (float32, 1b in
+Their predictions must be identical (checked). The target is judged on the kept-draws loop (a
+memory-for-speed option whose cost the run's log states); the defaults' ratio is reported beside it.
+``--no-keep-draws`` skips that loop (at 1b its draws take 8.8 GB). Sizes (``--size``, comma-separated):
+``tiny`` is the tiny zoo (``--zoo DIR`` names a built one, else the test variant is built or reused) on
+zoo-ja-vqa's 300 search items; ``134m`` and ``1b`` are the synthetic families of ``perf/synthetic.py`` (float32, 1b in
 bfloat16; built in a temp dir and removed) on a toy task of 24 prompts x 8 new tokens. The target is
 judged at the largest size given; smaller ones are reported. ``--quick`` uses tiny random models
 (seconds).
@@ -148,7 +148,7 @@ def measure_loops(paths, names, base_name, benchmark, options, candidates: int, 
     genomes = [list(map(float, rng.rand(space.dimension))) for _ in range(candidates)]
     memory, merging, kept, kept_merging, disk, round_trip, same = [], [], [], [], [], [], True
 
-    def in_memory(with_space, total, merge_only):
+    def in_memory(with_space, genome, total, merge_only):
         start = time.perf_counter()
         candidate = with_space.candidate(genome)
         merge_only.append(time.perf_counter() - start)
@@ -168,9 +168,9 @@ def measure_loops(paths, names, base_name, benchmark, options, candidates: int, 
 
     try:
         for k, genome in enumerate(genomes):
-            a, score_a = in_memory(space, memory, merging)
+            a, score_a = in_memory(space, genome, memory, merging)
             if kept_space is not None:
-                d, score_d = in_memory(kept_space, kept, kept_merging)
+                d, score_d = in_memory(kept_space, genome, kept, kept_merging)
                 same = same and d == a and score_d == score_a
 
             start = time.perf_counter()

@@ -158,7 +158,9 @@ class Evolver:
         ready: dict[int, Evaluation] = {}
         pending = []
         #: A genome asked twice in this generation (a warm start's baselines that land on one genome) is
-        #: scored once: its twins take the first one's result when it comes.
+        #: scored once: its twins take the first one's result (``replayed``: a logged one; ``first_of``: one
+        #: still to come).
+        replayed: dict[tuple, Evaluation] = {}
         first_of: dict[tuple, int] = {}
         twins: dict[int, list[int]] = {}
         for index, genome in enumerate(genomes[:take]):
@@ -168,15 +170,17 @@ class Evolver:
                     f"the run directory's log differs from what the optimizer asks at generation {generation}",
                     "resume with the same configuration and evosuite version, or start a new run directory",
                 )
+            key = _cache_key(genome, context)
             if record is not None and record["error"] is None:
                 ready[index] = Evaluation.from_record(record, genome)
+                replayed.setdefault(key, ready[index])
             # A logged failure is tried again: its cause (memory, a bug) may have been fixed since.
-            elif (hit := self._cache.get(_cache_key(genome, context))) is not None:
+            elif (hit := self._cache.get(key) or replayed.get(key)) is not None:
                 ready[index] = self._reused(hit, generation, index, genome)
-            elif (first := first_of.get(_cache_key(genome, context))) is not None:
+            elif (first := first_of.get(key)) is not None:
                 twins.setdefault(first, []).append(index)
             else:
-                first_of[_cache_key(genome, context)] = index
+                first_of[key] = index
                 pending.append(index)
         self._count = count
         state = {"flushed": 0, "take": take, "ready": ready, "context": context, "labels": labels}

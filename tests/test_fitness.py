@@ -199,6 +199,16 @@ def test_a_genome_asked_twice_in_one_generation_is_scored_once(tmp_path):
     assert math.isclose(records[2]["fitness"], 0.3) and records[2]["seconds"] == 0
     assert records[3]["error"] == records[4]["error"] and "out of memory" in records[4]["error"]
 
+    # Stopped after the first genome, then resumed: the logged score serves its twin, as in one go.
+    calls.clear()
+    cut = RunStore(tmp_path / "cut").create({})
+    Evolver(stage="ps", optimizer=Twins(), evaluate=evaluate, store=cut, budget=1).run()
+    Evolver(stage="ps", optimizer=Twins(), evaluate=evaluate, store=cut, budget=5,
+            max_consecutive_failures=99).run()
+    assert calls == [[0.1, 0.2], [0.3, 0.4], [-1.0, 0.0]]
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in cut.evaluations()]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
 
 def test_zoo_math_item_scores_average_to_the_headline():
     from evosuite.plugins.zoo.benchmarks import ZooJapaneseMath
