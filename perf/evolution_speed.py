@@ -20,10 +20,10 @@ Their predictions must be identical (checked). The target is judged on the kept-
 memory-for-speed option whose cost the run's log states); the defaults' ratio is reported beside it.
 ``--no-keep-draws`` skips that loop (at 1b its draws take 8.8 GB). Sizes (``--size``, comma-separated):
 ``tiny`` is the tiny zoo (``--zoo DIR`` names a built one, else the test variant is built or reused) on
-zoo-ja-vqa's 300 search items; ``134m`` and ``1b`` are the synthetic families of ``perf/synthetic.py`` (float32, 1b in
-bfloat16; built in a temp dir and removed) on a toy task of 24 prompts x 8 new tokens. The target is
-judged at the largest size given; smaller ones are reported. ``--quick`` uses tiny random models
-(seconds).
+zoo-ja-vqa's 300 search items; ``134m`` and ``1b`` are the synthetic families of ``perf/synthetic.py``
+(float32, 1b in bfloat16; built in a temp dir and removed) on a toy task of 24 prompts x 8 new tokens.
+The target is judged at the largest size given; smaller ones are reported. ``--quick`` uses tiny random
+models (seconds).
 
 The cheaper-fitness demo (full mode only, needs the tiny zoo) runs the zoo's VLM experiment twice with one
 seed, scoring every item vs ``fitness: {subset: 40, grow: 1.3, racing: true, chunk: 10}``, and reports the
@@ -276,8 +276,8 @@ def main() -> None:
         ratio = disk / judged_loop
         verdict = ("yes" if ratio >= TARGET else f"NO (short by {TARGET / ratio:.1f}x)") if judged else "reported"
         rows += [(f"[{size}] in-memory merge + eval (defaults)", f"{mem:.3f} s", f"{3600 / mem:,.0f}/h",
-                  f"{disk / mem:.2f}x", "", "")]
-        rows += [(f"[{size}]   of which the merge", f"{loops['merge']:.3f} s", "", "", "", "")]
+                  f"{disk / mem:.2f}x", "", ""),
+                 (f"[{size}]   of which the merge", f"{loops['merge']:.3f} s", "", "", "", "")]
         if kept is not None:
             rows += [(f"[{size}] in-memory, keep_draws", f"{kept:.3f} s", f"{3600 / kept:,.0f}/h",
                       f"{disk / kept:.2f}x", "", ""),

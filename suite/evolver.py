@@ -158,11 +158,8 @@ class Evolver:
         ready: dict[int, Evaluation] = {}
         pending = []
         #: A genome asked twice in this generation (a warm start's baselines that land on one genome) is
-        #: scored once: its twins take the first one's result (``replayed``: a logged one; ``first_of``: one
-        #: still to come).
-        replayed: dict[tuple, Evaluation] = {}
-        first_of: dict[tuple, int] = {}
-        twins: dict[int, list[int]] = {}
+        #: scored once: key -> the indices asking it, the first one pending, the others taking its result.
+        asking: dict[tuple, list[int]] = {}
         for index, genome in enumerate(genomes[:take]):
             record = logged.get((generation, index))
             if record is not None and not _same_genome(record["genome"], genome):
@@ -173,14 +170,14 @@ class Evolver:
             key = _cache_key(genome, context)
             if record is not None and record["error"] is None:
                 ready[index] = Evaluation.from_record(record, genome)
-                replayed.setdefault(key, ready[index])
+                self._cache.setdefault(key, ready[index])  # its twins reuse it, as in an uninterrupted run
             # A logged failure is tried again: its cause (memory, a bug) may have been fixed since.
-            elif (hit := self._cache.get(key) or replayed.get(key)) is not None:
+            elif (hit := self._cache.get(key)) is not None:
                 ready[index] = self._reused(hit, generation, index, genome)
-            elif (first := first_of.get(key)) is not None:
-                twins.setdefault(first, []).append(index)
+            elif key in asking:
+                asking[key].append(index)
             else:
-                first_of[key] = index
+                asking[key] = [index]
                 pending.append(index)
         self._count = count
         state = {"flushed": 0, "take": take, "ready": ready, "context": context, "labels": labels}
@@ -193,7 +190,7 @@ class Evolver:
         for outcome in self.evaluator.run(tasks, self.events.item_progress, started):
             _, index = outcome.key
             ready[index] = self._evaluation(generation, index, genomes[index], outcome)
-            for twin in twins.get(index, []):
+            for twin in asking[_cache_key(genomes[index], context)][1:]:
                 ready[twin] = self._reused(ready[index], generation, twin, genomes[twin])
             self._flush(state)
         return ready
