@@ -1,9 +1,11 @@
 """Seconds per in-memory candidate merge (the PS space's DARE-TIES), this tree against a git revision, interleaved.
 
-    python perf/candidate_merge_speed.py [--size 134m] [--baseline main] [--reps 5] [--keep-draws]
+    python perf/candidate_merge_speed.py [--size 134m] [--dtype float32] [--baseline main] [--reps 5]
+                                         [--keep-draws]
 
-Builds the synthetic family of ``--size`` (perf/synthetic.py: a base and two fine-tunes) in memory, float32,
-and merges one seeded genome per repetition (global granularity: one density and weight per source) with
+Builds the synthetic family of ``--size`` (perf/synthetic.py: a base and two fine-tunes) in memory, in
+``--dtype`` (float32; bfloat16 as real checkpoints ship, merged into a bfloat16 candidate), and merges
+one seeded genome per repetition (global granularity: one density and weight per source) with
 ``TaskVectorMerger`` of this tree and of ``--baseline`` (its ``in_memory.py`` and ``task_arithmetic.py``
 read with ``git show`` and loaded beside this tree's), alternating which goes first. ``--keep-draws``: this
 tree's merger keeps the random draws (the first candidate draws them). Reports the median wall and CPU
@@ -47,8 +49,8 @@ def load_baseline(revision: str, tmp: Path):
     return modules["in_memory"], modules["task_arithmetic"]
 
 
-def family(size: str):
-    """Base and two fine-tunes of the synthetic family, float32, in memory (the recipe of synthetic.py)."""
+def family(size: str, dtype: str = "float32"):
+    """Base and two fine-tunes of the synthetic family in ``dtype``, in memory (the recipe of synthetic.py)."""
     import torch
     from synthetic import _draw, parameter_shapes
 
@@ -58,7 +60,8 @@ def family(size: str):
         models[0][name] = base
         for k in (1, 2):
             models[k][name] = base + _draw(shape, 0, k, name).mul_(0.01)
-    return models
+    wanted = getattr(torch, dtype)
+    return [{name: t.to(wanted) for name, t in m.items()} for m in models]
 
 
 GLOBAL = {"rescale": True, "normalize": False, "lambda": 1.0, "int8_mask": False}
@@ -72,6 +75,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="134m", help="a size of perf/synthetic.py (mini, tiny, 134m, 1b)")
     ap.add_argument("--baseline", default="main", help="git revision to compare against")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                    help="the models' dtype (the merge computes in float32 either way)")
     ap.add_argument("--reps", type=int, default=5, help="candidates merged by each (median reported)")
     ap.add_argument("--method", default="dare_ties", help="a method of the task-arithmetic family")
     ap.add_argument("--seed", type=int, default=0, help="the merge seed (a search's: one for every candidate)")
@@ -86,7 +91,7 @@ def main() -> None:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="evosuite-merge-speed-") as tmp:
         baseline_merger, baseline_methods = load_baseline(args.baseline, Path(tmp))
-    base, a, b = family(args.size)
+    base, a, b = family(args.size, args.dtype)
     out = {"current": {k: torch.empty_like(v) for k, v in base.items()},
            "baseline": {k: torch.empty_like(v) for k, v in base.items()}}
     method = class_named(current_methods, args.method)()
@@ -115,7 +120,7 @@ def main() -> None:
         print(f"rep {rep}: current {wall['current'][-1]:.3f} s, baseline {wall['baseline'][-1]:.3f} s (wall)",
               flush=True)
     params = sum(v.numel() for v in base.values())
-    print(f"{args.method}, {args.size} synthetic family ({params / 1e6:.0f}M parameters, float32, 2 sources), "
+    print(f"{args.method}, {args.size} synthetic family ({params / 1e6:.0f}M parameters, {args.dtype}, 2 sources), "
           f"{args.reps} candidates each, {torch.get_num_threads()} thread")
     for key in ("baseline", "current"):
         print(f"  {key:9s} median {statistics.median(wall[key]):.3f} s wall, {statistics.median(cpu[key]):.3f} s cpu")

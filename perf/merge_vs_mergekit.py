@@ -1,9 +1,11 @@
 """evosuite's merge engine against mergekit 0.1.5, side by side on a seeded Llama-shaped zoo.
 
-    python perf/merge_vs_mergekit.py [--quick] [--mergekit-python /tmp/mergekit-venv/bin/python] [--json FILE]
+    python perf/merge_vs_mergekit.py [--quick] [--size 134m] [--dtype float32] [--repeats 3]
+                                     [--mergekit-python /tmp/mergekit-venv/bin/python] [--json FILE]
 
 Builds a base model and two fine-tunes (base + seeded noise; ``perf/synthetic.py``, no downloads;
-default 134M parameters, ``--quick`` a mini one), then runs each method's config with
+default 134M parameters in float32, ``--size 1b --dtype bfloat16`` the ~1B family as 7B models are
+shipped, ``--quick`` a mini one), then runs each method's config with
 evosuite and, when a mergekit virtual environment is given, with ``mergekit-yaml``, interleaved and
 repeated (median wall time). Every run is its own process, so its peak RSS comes from ``wait4``.
 Prints wall times, the ratio to mergekit and to the I/O bound (reading the sources and writing the
@@ -33,37 +35,39 @@ TARGETS = {"linear": 0.5, "task_arithmetic": 0.5, "ties": 0.25, "dare_ties": 0.2
 RANDOM = {"dare_ties"}
 
 
-def build_zoo(root: Path, size: str, seed: int = 0) -> dict[str, Path]:
-    """The seeded synthetic family of ``perf/synthetic.py`` in float32: a base and two fine-tunes."""
+def build_zoo(root: Path, size: str, seed: int = 0, dtype: str = "float32") -> dict[str, Path]:
+    """The seeded synthetic family of ``perf/synthetic.py`` in ``dtype``: a base and two fine-tunes."""
     from synthetic import build_family
 
-    base, a, b = build_family(root, size, count=3, dtype="float32", seed=seed)
+    base, a, b = build_family(root, size, count=3, dtype=dtype, seed=seed)
     return {"base": base, "ft_a": a, "ft_b": b}
 
 
-def configs(paths: dict[str, Path]) -> dict[str, dict]:
+def configs(paths: dict[str, Path], dtype: str = "float32") -> dict[str, dict]:
+    """The recipes, merging in ``dtype`` (the sources' dtype)."""
     base, a, b = (str(paths[k]) for k in ("base", "ft_a", "ft_b"))
-    return {
-        "linear": {"merge_method": "linear", "dtype": "float32",
+    recipes = {
+        "linear": {"merge_method": "linear",
                    "models": [{"model": base, "parameters": {"weight": 0.5}},
                               {"model": a, "parameters": {"weight": 0.3}},
                               {"model": b, "parameters": {"weight": 0.2}}]},
-        "task_arithmetic": {"merge_method": "task_arithmetic", "base_model": base, "dtype": "float32",
+        "task_arithmetic": {"merge_method": "task_arithmetic", "base_model": base,
                             "models": [{"model": a, "parameters": {"weight": [0.2, 0.8]}},
                                        {"model": b, "parameters": {"weight": 0.5}}],
                             "parameters": {"lambda": 0.9}},
-        "ties": {"merge_method": "ties", "base_model": base, "dtype": "float32",
+        "ties": {"merge_method": "ties", "base_model": base,
                  "models": [{"model": a, "parameters": {"weight": 0.6, "density": [
                      {"filter": "self_attn", "value": 0.3}, {"value": 0.5}]}},
                             {"model": b, "parameters": {"weight": 0.4, "density": 0.7}}]},
-        "dare_ties": {"merge_method": "dare_ties", "base_model": base, "dtype": "float32",
+        "dare_ties": {"merge_method": "dare_ties", "base_model": base,
                       "models": [{"model": a, "parameters": {"weight": 0.6, "density": 0.5}},
                                  {"model": b, "parameters": {"weight": 0.4, "density": 0.5}}]},
-        "slerp": {"merge_method": "slerp", "base_model": base, "dtype": "float32",
+        "slerp": {"merge_method": "slerp", "base_model": base,
                   "models": [{"model": base}, {"model": a}],
                   "parameters": {"t": [{"filter": "self_attn", "value": [0, 0.5, 0.3, 0.7, 1]},
                                        {"filter": "mlp", "value": [1, 0.5, 0.7, 0.3, 0]}, {"value": 0.5}]}},
     }
+    return {method: {**recipe, "dtype": dtype} for method, recipe in recipes.items()}
 
 
 def timed(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
@@ -134,6 +138,8 @@ def main() -> None:
     ap.add_argument("--size", default="134m", choices=sorted(SIZES), help="the synthetic family (perf/synthetic.py)")
     ap.add_argument("--work", default=None, help="zoo and outputs folder (default: a temp dir)")
     ap.add_argument("--mergekit-python", default=None, help="python of a venv with mergekit==0.1.5")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                    help="the sources' dtype and the recipes' (1b in float32 is 4.4 GB a model)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch threads for evosuite")
     ap.add_argument("--methods", default=",".join(TARGETS))
@@ -150,8 +156,8 @@ def main() -> None:
 
 
 def run(args, size: str, work: Path) -> None:
-    paths = build_zoo(work / f"zoo-{size}", size)
-    cfgs = configs(paths)
+    paths = build_zoo(work / f"zoo-{size}-{args.dtype}", size, dtype=args.dtype)
+    cfgs = configs(paths, args.dtype)
     methods = [m for m in args.methods.split(",") if m]
     mergekit_yaml = None
     if args.mergekit_python:
@@ -188,7 +194,8 @@ def run(args, size: str, work: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"merge: evosuite vs mergekit 0.1.5 ({size} zoo, median of {args.repeats}, "
+    label = size if args.dtype == "float32" else f"{size}_{args.dtype}"  # the figures' names: 134m, 1b_bfloat16
+    table = Table(title=f"merge: evosuite vs mergekit 0.1.5 ({size} zoo in {args.dtype}, median of {args.repeats}, "
                         f"I/O bound {io:.2f} s, evosuite {args.threads} thread(s))")
     for col in ("method", "evosuite s", "mergekit s", "ratio", "target", "met", "evo peak GiB", "mk peak GiB",
                 "max diff", "evo / I/O"):
@@ -205,7 +212,7 @@ def run(args, size: str, work: Path) -> None:
             row += [f"{mk:.2f}", f"{ratio:.3f}", f"<= {TARGETS[method]}", "yes" if met else "NO",
                     f"{rss[('evosuite', method)] / 1024**3:.2f}", f"{rss[('mergekit', method)] / 1024**3:.2f}",
                     diff]
-            results.append({"name": f"merge_{method}_time_ratio_{size}", "value": round(ratio, 4),
+            results.append({"name": f"merge_{method}_time_ratio_{label}", "value": round(ratio, 4),
                              "target": TARGETS[method], "met": bool(met)})
         else:
             row += ["-", "-", "-", "-", f"{rss[('evosuite', method)] / 1024**3:.2f}", "-", "-"]

@@ -259,3 +259,21 @@ def test_parameter_scopes_and_required():
     assert got == {"weight": 0.3, "density": 0.5}
     with pytest.raises(ConfigError, match="weight"):
         resolve_parameters(defaults, [{"weight": [{"filter": "mlp", "value": 1}]}], "attn", 0.0, owner="m")
+
+
+def test_magnitude_ties_in_a_large_bfloat16_task_vector_follow_argsort():
+    # bfloat16 task vectors take few distinct values: the threshold is tied and, past a few dozen entries,
+    # torch's unstable sort orders the tied entries neither by index nor in reverse. mergekit keeps
+    # argsort(|delta|, descending)[:k]; so must the trim.
+    g = torch.Generator().manual_seed(5)
+    base = torch.randn(300_000, generator=g).to(torch.bfloat16)
+    tuned = (base.float() + 0.01 * torch.randn(300_000, generator=g)).to(torch.bfloat16)
+    delta = tuned.float() - base.float()
+    for density in (0.3, 0.5):
+        k = int(density * delta.numel())
+        expected = torch.zeros_like(delta)
+        keep = torch.argsort(delta.abs(), descending=True)[:k]
+        expected[keep] = delta[keep]
+        threshold = float(delta.abs()[keep[-1]])
+        assert int((delta.abs() == threshold).sum()) > int((delta.abs()[keep] == threshold).sum()) > 100  # a real tie
+        assert torch.equal(magnitude_(delta.clone(), density), expected)

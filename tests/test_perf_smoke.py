@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_every_perf_script_runs_in_quick_mode_and_writes_figures(tmp_path):
     out = tmp_path / "figures.json"
     proc = subprocess.run([sys.executable, str(ROOT / "perf" / "run_all.py"), "--quick", "--args", "P5:--no-ray",
-                           "--args", "P1:--repeats 1 --methods linear,ties", "--args", "P4:--repeats 3",
+                           "--args", "P1:--repeats 1 --methods linear,ties --dtype bfloat16",
+                           "--args", "P4:--repeats 3",
                            "--json", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

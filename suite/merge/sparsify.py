@@ -139,9 +139,13 @@ def _keep_top_k_(delta: torch.Tensor, mag: torch.Tensor, k: int, drop: torch.Ten
     if count > k and threshold > 0:
         # Several entries tie at the threshold and only some fit. Which ones mergekit keeps is decided by
         # torch.argsort's order among equal values (deterministic for a given torch build, whatever the
-        # thread count), so ask the same sort: slow, but only for the rare tensors with such a tie.
-        drop.fill_(True)
-        drop[torch.argsort(mag, descending=True)[:k]] = False
+        # thread count; not the index order), so ask the same sort: slow (a full sort of the tensor), and
+        # usual in bfloat16, whose task vectors take few distinct values. The sort's first `above` places
+        # are the entries above the threshold; the tied ones it keeps follow them, and only those are
+        # written back (a scatter of all k kept places costs more than the rest of the tensor's merge).
+        above = int(torch.count_nonzero(torch.gt(mag, threshold, out=drop)))
+        torch.le(mag, threshold, out=drop)
+        drop[torch.argsort(mag, descending=True)[above:k]] = False
         return delta.masked_fill_(drop, 0.0)
     # mag >= threshold as 1.0 / 0.0 in place (mag is not needed after), then one multiply: faster than
     # masked_fill_ with a bool mask (a dropped negative entry becomes -0.0, which later steps treat as 0)
