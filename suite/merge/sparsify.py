@@ -141,10 +141,10 @@ def _keep_top_k_(delta: torch.Tensor, mag: torch.Tensor, k: int, drop: torch.Ten
         # torch.argsort's order among equal values (deterministic for a given torch build, whatever the
         # thread count; not the index order), so ask the same sort: slow (a full sort of the tensor), and
         # usual in bfloat16, whose task vectors take few distinct values. The sort's first `above` places
-        # are the entries above the threshold; the tied ones it keeps follow them, and only those are
-        # written back (a scatter of all k kept places costs more than the rest of the tensor's merge).
-        above = int(torch.count_nonzero(torch.gt(mag, threshold, out=drop)))
-        torch.le(mag, threshold, out=drop)
+        # are the entries not <= the threshold (above it, or NaN, which the sort puts first); the tied ones
+        # it keeps follow them, and only those are written back (a scatter of all k kept places costs more
+        # than the rest of the tensor's merge).
+        above = mag.numel() - int(torch.count_nonzero(torch.le(mag, threshold, out=drop)))
         drop[torch.argsort(mag, descending=True)[above:k]] = False
         return delta.masked_fill_(drop, 0.0)
     # mag >= threshold as 1.0 / 0.0 in place (mag is not needed after), then one multiply: faster than
