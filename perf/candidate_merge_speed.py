@@ -29,6 +29,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "perf"))
+from synthetic import DTYPES  # noqa: E402
 
 BASELINE_FILES = {"in_memory": "suite/merge/in_memory.py",
                   "task_arithmetic": "plugins/merge_methods/task_arithmetic.py"}
@@ -75,7 +76,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="134m", help="a size of perf/synthetic.py (mini, tiny, 134m, 1b)")
     ap.add_argument("--baseline", default="main", help="git revision to compare against")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+    ap.add_argument("--dtype", default="float32", choices=DTYPES,
                     help="the models' dtype (the merge computes in float32 either way)")
     ap.add_argument("--reps", type=int, default=5, help="candidates merged by each (median reported)")
     ap.add_argument("--method", default="dare_ties", help="a method of the task-arithmetic family")

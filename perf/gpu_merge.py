@@ -26,13 +26,14 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from synthetic import DTYPES  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--size", default="1b")
-    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--dtype", default="bfloat16", choices=DTYPES)
     ap.add_argument("--methods", default="dare_ties,ties,task_arithmetic")
     ap.add_argument("--candidates", type=int, default=5)
     ap.add_argument("--sources", type=int, default=2, help="M")

@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from synthetic import SIZES  # noqa: E402
+from synthetic import DTYPES, SIZES  # noqa: E402
 
 #: Targets: evosuite time / mergekit time at most this.
 TARGETS = {"linear": 0.5, "task_arithmetic": 0.5, "ties": 0.25, "dare_ties": 0.25, "slerp": 0.5}
@@ -138,7 +138,7 @@ def main() -> None:
     ap.add_argument("--size", default="134m", choices=sorted(SIZES), help="the synthetic family (perf/synthetic.py)")
     ap.add_argument("--work", default=None, help="zoo and outputs folder (default: a temp dir)")
     ap.add_argument("--mergekit-python", default=None, help="python of a venv with mergekit==0.1.5")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+    ap.add_argument("--dtype", default="float32", choices=DTYPES,
                     help="the sources' dtype and the recipes' (1b in float32 is 4.4 GB a model)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch threads for evosuite")

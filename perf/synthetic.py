@@ -24,6 +24,8 @@ SIZES = {
     "134m": (768, 2048, 12, 12, 12, 32000),
     "1b": (2048, 5632, 22, 32, 4, 32000),
 }
+#: The dtypes a family can be built in (``--dtype`` of the scripts that build one).
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 def llama_config(size: str):
